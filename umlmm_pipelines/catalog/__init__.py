@@ -1,0 +1,1 @@
+"""The catalog database: tables, migrations, upserts, fetch_runs and cursors."""

@@ -1,0 +1,15 @@
+"""The complete catalog schema: shared tables plus every source's entity tables."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from umlmm_pipelines.catalog.tables import metadata
+
+
+def load_all_tables() -> sa.MetaData:
+    """Import every source module so that its tables are registered on the shared metadata."""
+    from umlmm_pipelines.sources import all_sources
+
+    all_sources()
+    return metadata

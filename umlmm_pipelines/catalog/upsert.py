@@ -1,0 +1,92 @@
+"""Bulk writes of mapped records, keyed on ``(source, external_id)``.
+
+Change detection compares content hashes, so a re-run of unchanged data writes nothing and
+counts every record unchanged; only created and updated rows are sent to the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+_CHUNK = 500
+
+
+def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"catalog: upserts are implemented for SQLite and PostgreSQL, not {dialect}")
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def existing_state(
+    conn: sa.Connection, table: sa.Table, source: str, external_ids: Sequence[str]
+) -> dict[str, tuple[str, datetime | None]]:
+    """``external_id -> (content_hash, removed_at)`` for the ids already in the catalog."""
+    found: dict[str, tuple[str, datetime | None]] = {}
+    for chunk in _chunks(external_ids):
+        query = sa.select(table.c.external_id, table.c.content_hash, table.c.removed_at).where(
+            table.c.source == source, table.c.external_id.in_(chunk)
+        )
+        for external_id, digest, removed_at in conn.execute(query):
+            found[external_id] = (digest, removed_at)
+    return found
+
+
+def upsert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert or overwrite rows; ``first_seen_at`` and ``id`` of an existing row are kept."""
+    if not rows:
+        return
+    statement = dialect_insert(conn, table)
+    keep = {"id", "source", "external_id", "first_seen_at"}
+    columns = [c for c in rows[0] if c not in keep]
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.source, table.c.external_id],
+        set_={c: statement.excluded[c] for c in columns},
+    )
+    for chunk in _chunks(list(rows)):
+        conn.execute(statement, list(chunk))
+
+
+def replace_children(
+    conn: sa.Connection, table: sa.Table, source: str, parent_ids: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Replace every child row of the given parents (a removed tag link disappears with it)."""
+    for chunk in _chunks(list(parent_ids)):
+        conn.execute(sa.delete(table).where(table.c.source == source, table.c.parent_external_id.in_(chunk)))
+    for chunk in _chunks(list(rows)):
+        conn.execute(sa.insert(table), list(chunk))
+
+
+def mark_removed(
+    conn: sa.Connection,
+    table: sa.Table,
+    source: str,
+    scope: Mapping[str, Any],
+    seen_ids: Sequence[str],
+    now: datetime,
+    fetch_run_id: int | None,
+) -> int:
+    """Mark rows of a fully listed scope that the listing no longer has; never delete them."""
+    condition = sa.and_(
+        table.c.source == source,
+        table.c.removed_at.is_(None),
+        *(table.c[column] == value for column, value in scope.items()),
+    )
+    if seen_ids:
+        condition = sa.and_(condition, table.c.external_id.not_in(list(seen_ids)))
+    result = conn.execute(
+        sa.update(table).where(condition).values(removed_at=now, updated_at=now, fetch_run_id=fetch_run_id)
+    )
+    return int(result.rowcount or 0)

@@ -1,0 +1,1 @@
+"""The shared ingestion mechanism: every source runs through the same page loop and recorder."""

@@ -1,0 +1,147 @@
+"""Build one asset, one job and one schedule per source, all on the same mechanism."""
+
+# No "from __future__ import annotations" here: Dagster inspects the real type of `context`.
+
+
+import time
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from pydantic import BaseModel
+
+from umlmm_pipelines.catalog.cursors import read_cursor
+from umlmm_pipelines.catalog.fetch_runs import Counts
+from umlmm_pipelines.config import ScheduleSettings
+from umlmm_pipelines.ingestion.inflight import describe_blockers
+from umlmm_pipelines.ingestion.logfmt import kv
+from umlmm_pipelines.ingestion.pages import PageLoop
+from umlmm_pipelines.ingestion.recorder import FetchRunRecorder
+from umlmm_pipelines.ingestion.source import SOURCE_TAG, RunInputs, SourceError, SourceSpec
+
+RECORDER_KEY = "fetch_runs"
+
+
+def build_source_asset(spec: SourceSpec, settings: BaseModel) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=spec.asset_key,
+        group_name=spec.name,
+        description=spec.description,
+        partitions_def=spec.partitions_def,
+        kinds={"python"},
+        tags={SOURCE_TAG: spec.name},
+        required_resource_keys={RECORDER_KEY},
+    )
+    def _ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        recorder: FetchRunRecorder = getattr(context.resources, RECORDER_KEY)
+        return ingest(context, spec, settings, recorder)
+
+    return _ingest
+
+
+def ingest(
+    context: dg.AssetExecutionContext, spec: SourceSpec, settings: BaseModel, recorder: FetchRunRecorder
+) -> dg.MaterializeResult:
+    """One run of one source: fetch_runs row, guard, page loop, final status and metadata."""
+    partition_keys = _partition_keys(context)
+    partition_label = _partition_label(partition_keys)
+    parameters: dict[str, Any] = {"settings": settings.model_dump(mode="json", by_alias=True)}
+    if partition_keys:
+        parameters["partitions"] = list(partition_keys)
+    started = time.monotonic()
+    context.log.info(kv("run_started", source=spec.name, run_id=context.run_id, partition=partition_label))
+    fetch_run = recorder.begin(context, spec.name, partition_label, parameters)
+    totals = Counts()
+    loop: PageLoop | None = None
+    try:
+        fetch_run.acquire_guard()
+        if not spec.implemented or spec.run_factory is None:
+            raise SourceError(f"{spec.display_name}: {spec.not_implemented_reason}")
+        inputs = RunInputs(
+            settings=settings,
+            partition_key=partition_keys[0] if len(partition_keys) == 1 else None,
+            partition_keys=partition_keys,
+            log=context.log,
+            read_cursor=lambda scope: read_cursor(recorder.engine, spec.name, scope),
+        )
+        source_run = spec.run_factory(inputs)
+        try:
+            loop = PageLoop(spec, source_run, recorder.engine, fetch_run.id, context.log)
+            totals = loop.run_all()
+        finally:
+            source_run.close()
+        if inputs.deferred_failures:
+            raise SourceError("; ".join(inputs.deferred_failures))
+    except BaseException as exc:
+        if loop is not None:
+            totals = loop.totals
+        status = fetch_run.end_with(totals, exc)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        line = kv("run_ended", source=spec.name, run_id=context.run_id, status=status, duration_ms=duration_ms,
+                  **totals.as_dict(), error=str(exc) or type(exc).__name__)
+        (context.log.warning if status == "cancelled" else context.log.error)(line)
+        raise
+    fetch_run.complete(totals)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    context.log.info(kv("run_ended", source=spec.name, run_id=context.run_id, status="completed",
+                        duration_ms=duration_ms, **totals.as_dict()))
+    return dg.MaterializeResult(
+        metadata={
+            **totals.as_dict(),
+            "duration_ms": duration_ms,
+            "fetch_run_id": fetch_run.id,
+            "partition": partition_label or "",
+            "dagster_run": dg.MetadataValue.dagster_run(context.run_id),
+        }
+    )
+
+
+def _partition_keys(context: dg.AssetExecutionContext) -> list[str]:
+    if not context.has_partition_key:
+        return []
+    if context.has_partition_key_range:
+        return list(context.partition_keys)
+    return [context.partition_key]
+
+
+def _partition_label(keys: list[str]) -> str | None:
+    if not keys:
+        return None
+    return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+
+
+def build_source_job(spec: SourceSpec) -> UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        name=spec.job_name,
+        selection=dg.AssetSelection.assets(spec.asset_key).without_checks(),
+        tags={SOURCE_TAG: spec.name},
+        partitions_def=spec.partitions_def,
+        description=f"Ingest {spec.display_name} into the UMLMM catalog",
+    )
+
+
+def build_source_schedule(
+    spec: SourceSpec, job: UnresolvedAssetJobDefinition, schedule: ScheduleSettings
+) -> dg.ScheduleDefinition:
+    """A schedule that skips (with a reason and a warning) while the source is busy."""
+    if schedule.written_as != schedule.cron:
+        written = f" Configured as '{schedule.written_as}' (Quartz), run as '{schedule.cron}' ({schedule.timezone})."
+    else:
+        written = f" Cron '{schedule.cron}' ({schedule.timezone})."
+
+    @dg.schedule(
+        name=spec.schedule_name,
+        cron_schedule=schedule.cron,
+        execution_timezone=schedule.timezone,
+        job=job,
+        description=schedule.description + written,
+        default_status=dg.DefaultScheduleStatus.RUNNING if schedule.enabled else dg.DefaultScheduleStatus.STOPPED,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        blocker = describe_blockers(context.instance, spec)
+        if blocker is not None:
+            context.log.warning(kv("tick_skipped", source=spec.name, reason=blocker))
+            return dg.SkipReason(blocker)
+        return dg.RunRequest(tags={SOURCE_TAG: spec.name})
+
+    return _schedule

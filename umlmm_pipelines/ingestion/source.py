@@ -1,0 +1,147 @@
+"""What a source is: a spec the code location is built from, and a per-run fetcher.
+
+A source module provides a :class:`SourceSpec` named ``SOURCE`` and, once implemented, a
+:class:`SourceRun` subclass. The shared page loop (``ingestion.pages``) does everything else:
+change detection, mapping errors, transactions, cursors, removal marking and statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+Record = Mapping[str, Any]
+
+
+class RecordError(Exception):
+    """One record could not be fetched in full or mapped; it is counted failed, its page kept."""
+
+
+class SourceError(RuntimeError):
+    """The run cannot do (all of) its work; the message names the source and the cause."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """A batch of raw records committed in one transaction.
+
+    ``complete_scope`` says the page lists every live record whose columns equal these values
+    (Ollama's ``/api/tags`` for one host), so rows of that scope missing from it are marked
+    removed. ``cursor`` is a ``(scope, value)`` high-water mark saved with the page.
+    """
+
+    records: Sequence[Record]
+    label: str
+    complete_scope: Mapping[str, Any] | None = None
+    cursor: tuple[str, str] | None = None
+
+
+@dataclass
+class MappedRecord:
+    """Normalized columns for the entity table, and child rows replaced with the parent."""
+
+    row: dict[str, Any]
+    children: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class RunInputs:
+    """What a source's run gets from the mechanism: settings, the partition, logging, cursors."""
+
+    settings: BaseModel
+    partition_key: str | None
+    partition_keys: Sequence[str]
+    log: Any
+    read_cursor: Callable[[str], str | None]
+    deferred_failures: list[str] = field(default_factory=list)
+
+    def defer_failure(self, message: str) -> None:
+        """Record a failure that should fail the run after the other work is committed."""
+        self.log.error(message)
+        self.deferred_failures.append(message)
+
+
+class SourceRun(ABC):
+    """Fetching for one run. Subclasses hold the clients; they never touch the database."""
+
+    def __init__(self, inputs: RunInputs) -> None:
+        self.inputs = inputs
+        self.settings = inputs.settings
+        self.log = inputs.log
+
+    @abstractmethod
+    def pages(self) -> Iterator[Page]:
+        """Yield pages of raw records, in an order that makes resuming from a cursor safe."""
+
+    @abstractmethod
+    def external_id(self, record: Record) -> str:
+        """The natural key of a record within its source."""
+
+    def fingerprint(self, record: Record) -> Any:
+        """The part of a record whose change means the catalog row must be rewritten."""
+        return record
+
+    def enrich(self, record: Record) -> Record:
+        """Fetch details for a new or changed record (Ollama's /api/show); default: nothing."""
+        return record
+
+    @abstractmethod
+    def map(self, record: Record) -> MappedRecord:
+        """Normalized columns for a record; raise :class:`RecordError` (or any error) to skip it."""
+
+    def parameters(self) -> dict[str, Any]:
+        """Run parameters for fetch_runs; secrets must not appear here."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything the code location needs to know of a source to build its asset, job and schedule."""
+
+    name: str
+    display_name: str
+    asset_name: str
+    description: str
+    settings_model: type[BaseModel]
+    table: sa.Table | None = None
+    run_factory: Callable[[RunInputs], SourceRun] | None = None
+    partitions_def: dg.PartitionsDefinition | None = None
+    not_implemented_reason: str = "ingestion for this source is not implemented yet"
+
+    SOURCE_TAG: ClassVar[str] = "umlmm/source"
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.name, self.asset_name])
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.name}_ingestion"
+
+    @property
+    def schedule_name(self) -> str:
+        return f"{self.name}_schedule"
+
+    @property
+    def implemented(self) -> bool:
+        return self.run_factory is not None and self.table is not None
+
+
+SOURCE_TAG = SourceSpec.SOURCE_TAG
+
+
+def content_hash(value: Any) -> str:
+    """A stable hash of a JSON-able value: key order and whitespace do not matter."""
+    encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()

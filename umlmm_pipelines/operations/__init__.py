@@ -1,0 +1,1 @@
+"""Keeping the system honest and observable: sensors, health, metrics, CLI."""
