@@ -9,6 +9,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from umlmm_pipelines.catalog.database import open_catalog
+from umlmm_pipelines.catalog.tables import fetch_runs as fetch_runs_table
 from umlmm_pipelines.definitions import build_definitions, load_source_settings
 from umlmm_pipelines.ingestion.recorder import FetchRunRecorder
 
@@ -37,5 +38,13 @@ def rows(catalog_url: str, query: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def fetch_runs(catalog_url: str, source: str | None = None) -> list[dict[str, Any]]:
-    where = "WHERE source = :source" if source else ""
-    return rows(catalog_url, f"SELECT * FROM fetch_runs {where} ORDER BY id", source=source)
+    """fetch_runs rows as dicts, oldest first (through the Table, so JSON columns are decoded)."""
+    query = sa.select(fetch_runs_table).order_by(fetch_runs_table.c.id)
+    if source:
+        query = query.where(fetch_runs_table.c.source == source)
+    engine = open_catalog(catalog_url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+    finally:
+        engine.dispose()

@@ -23,6 +23,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime) -> datetime:
+    """SQLite returns naive timestamps; every timestamp we write is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 @dataclass
 class Counts:
     """Running totals of one fetch run; the names are the fetch_runs columns."""
@@ -124,9 +129,8 @@ def finish(
 ) -> bool:
     """Set the final status; returns False when ``only_if_active`` and the row had already ended."""
     now = utcnow()
-    started = conn.execute(sa.select(fetch_runs.c.started_at).where(fetch_runs.c.id == fetch_run_id)).scalar_one()
-    if started.tzinfo is None:  # SQLite returns naive UTC timestamps
-        started = started.replace(tzinfo=UTC)
+    query = sa.select(fetch_runs.c.started_at).where(fetch_runs.c.id == fetch_run_id)
+    started = aware(conn.execute(query).scalar_one())
     values: dict[str, Any] = dict(
         status=status,
         ended_at=now,

@@ -58,26 +58,33 @@ class _Tree:
         self.names: dict[str, str] = {}
         self.origins: dict[tuple[str, ...], str] = {}
 
-    def merge(self, data: Mapping[str, Any], origin: str, prefix: tuple[str, ...] = ()) -> None:
+    def merge(self, data: Mapping[str, Any], origin: str, prefix: tuple[str, ...] = ()) -> list[ConfigProblem]:
+        problems = []
         for key, value in data.items():
             path = (*prefix, str(key))
             if isinstance(value, Mapping):
-                self.merge(value, origin, path)
-            else:
-                self.set(path, value, origin)
+                problems += self.merge(value, origin, path)
+            elif (problem := self.set(path, value, origin)) is not None:
+                problems.append(problem)
+        return problems
 
-    def set(self, path: tuple[str, ...], value: Any, origin: str) -> None:
+    def set(self, path: tuple[str, ...], value: Any, origin: str) -> ConfigProblem | None:
+        """Set one leaf; a section that an earlier layer set as a plain value is a problem."""
         node = self.values
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], start=1):
             lowered = part.lower()
             self.names.setdefault(lowered, part)
+            self.origins.setdefault(tuple(p.lower() for p in path[:depth]), _describe(origin, path[:depth]))
             node = node.setdefault(lowered, {})
             if not isinstance(node, dict):
-                raise TypeError(f"{'.'.join(path)} is both a value and a section")
+                where = _describe(origin, path)
+                return ConfigProblem(path[1] if len(path) > 1 else path[0], where,
+                                     f"{'.'.join(path[:depth])} is a value elsewhere, not a section")
         leaf = path[-1].lower()
         self.names.setdefault(leaf, path[-1])
         node[leaf] = value
         self.origins[tuple(p.lower() for p in path)] = _describe(origin, path)
+        return None
 
     def section(self, *path: str) -> dict[str, Any]:
         node: Any = self.values
@@ -105,17 +112,18 @@ def load_settings(
     tree = _Tree()
     problems: list[ConfigProblem] = []
 
-    tree.merge(_read_packaged_defaults(), "packaged defaults (umlmm_pipelines/defaults/appsettings.json)")
+    problems += tree.merge(_read_packaged_defaults(), "packaged defaults (umlmm_pipelines/defaults/appsettings.json)")
     user_file = environ.get(CONFIG_FILE_ENV)
     if user_file:
         try:
-            tree.merge(_read_file(Path(user_file)), f"file {user_file}")
+            problems += tree.merge(_read_file(Path(user_file)), f"file {user_file}")
         except (OSError, ValueError) as exc:
-            raise ConfigError([ConfigProblem("config", f"{CONFIG_FILE_ENV}={user_file}", str(exc))]) from exc
+            problems.append(ConfigProblem("config", f"{CONFIG_FILE_ENV}={user_file}", str(exc)))
     for name, value in environ.items():
         parts = tuple(name.split("__"))
         if len(parts) >= 2 and parts[0].lower() in {s.lower() for s in SECTIONS}:
-            tree.set(parts, value, "env")
+            if (problem := tree.set(parts, value, "env")) is not None:
+                problems.append(problem)
 
     by_key = {_source_key(spec.display_name): spec for spec in specs.values()}
     by_key.update({_source_key(spec.name): spec for spec in specs.values()})
@@ -227,10 +235,11 @@ def _read_packaged_defaults() -> dict[str, Any]:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    """Read a JSON or YAML file (YAML is a superset of JSON, so one parser serves both)."""
+    """Read a JSON file (``.json``, as the seed's appsettings.json) or YAML (anything else)."""
+    text = path.read_text("utf-8")
     try:
-        data = yaml.safe_load(path.read_text("utf-8"))
-    except yaml.YAMLError as exc:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot parse {path}: {exc}") from exc
     if data is None:
         return {}

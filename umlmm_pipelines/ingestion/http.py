@@ -127,19 +127,38 @@ class PoliteClient:
         status = response.status_code
         if status in _TRANSIENT_STATUS:
             raise _Retryable(
-                f"HTTP {status}{_body_summary(response)}", status, _retry_after_seconds(response.headers)
+                f"HTTP {status}{self._body_summary(response)}", status, _retry_after_seconds(response.headers)
             )
         if status >= 400:
-            raise SourceHttpError(self._describe(endpoint, f"HTTP {status}{_body_summary(response)}"), status=status)
+            raise SourceHttpError(
+                self._describe(endpoint, f"HTTP {status}{self._body_summary(response)}"), status=status
+            )
         try:
             return response.json()
         except ValueError:
             # A Cloudflare challenge or a proxy's error page: the API is blocked for now, not broken.
             kind = response.headers.get("content-type", "no content type")
-            raise _Retryable(f"non-JSON response ({kind}){_body_summary(response)}", status) from None
+            raise _Retryable(f"non-JSON response ({kind}){self._body_summary(response)}", status) from None
 
     def _describe(self, endpoint: str, reason: str) -> str:
         return self._redact(f"{self.source} at {self.base_url}: {endpoint} failed: {reason}")
+
+    def _body_summary(self, response: httpx.Response, limit: int = 300) -> str:
+        """The API's own error text where it gave one, else the start of the body.
+
+        Secrets are masked before the text is cut, so a cut never leaves a fragment of one.
+        """
+        try:
+            data = response.json()
+        except ValueError:
+            text = " ".join(self._redact(response.text).split())[:limit]
+            return f": {text}" if text else ""
+        if isinstance(data, dict):
+            parts = [data[key] for key in ("error", "message", "reason") if data.get(key)]
+            if parts:
+                text = " - ".join(p if isinstance(p, str) else str(p) for p in parts)
+                return f": {self._redact(text)[:limit]}"
+        return f": {self._redact(str(data))[:limit]}"
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -189,18 +208,3 @@ def _retry_after_seconds(headers: httpx.Headers) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _body_summary(response: httpx.Response, limit: int = 300) -> str:
-    """The API's own error text where it gave one, else the start of the body."""
-    try:
-        data = response.json()
-    except ValueError:
-        text = " ".join(response.text.split())[:limit]
-        return f": {text}" if text else ""
-    if isinstance(data, dict):
-        for key in ("error", "message", "reason"):
-            if key in data:
-                message = data[key]
-                return f": {message if isinstance(message, str) else str(message)[:limit]}"
-    return f": {str(data)[:limit]}"

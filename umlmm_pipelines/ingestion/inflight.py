@@ -60,10 +60,12 @@ def describe_blockers(instance: dg.DagsterInstance, spec: SourceSpec) -> str | N
 
 
 def run_has_finished(instance: dg.DagsterInstance | None, run_id: str) -> tuple[bool, str]:
-    """Whether a Dagster run is over (or unknown), and its status for messages."""
-    if instance is None:
-        return False, "unknown"
-    run = instance.get_run_by_id(run_id)
+    """Whether a Dagster run is over, and its status for messages.
+
+    A run this instance does not know (another deployment writing the same catalog) is not
+    assumed over; the guard falls back to the row's heartbeat for those.
+    """
+    run = instance.get_run_by_id(run_id) if instance is not None else None
     if run is None:
-        return True, "not found in Dagster's run storage"
+        return False, "not in this Dagster instance"
     return run.status in FINISHED_STATUSES, run.status.value

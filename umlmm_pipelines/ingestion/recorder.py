@@ -39,6 +39,7 @@ class FetchRunRecorder(dg.ConfigurableResource):
     database_url: str | None = None
     guard_timeout_seconds: float = 6 * 3600.0
     guard_poll_seconds: float = 2.0
+    guard_stale_after_seconds: float = 3600.0
 
     _engine: sa.Engine | None = PrivateAttr(default=None)
 
@@ -79,8 +80,9 @@ class FetchRun:
     def acquire_guard(self) -> None:
         """Move to ``running``; wait while a live run of the source is running.
 
-        A holder whose Dagster run is over (its worker was killed) is marked failed here, so a
-        crash never blocks the source for good.
+        A holder whose Dagster run is over (its worker was killed), or whose row has shown no
+        progress for ``guard_stale_after_seconds``, is marked failed here, so a crash never
+        blocks the source for good.
         """
         deadline = time.monotonic() + self.recorder.guard_timeout_seconds
         announced = None
@@ -90,11 +92,15 @@ class FetchRun:
             if holder is None:
                 continue
             finished, status = run_has_finished(self.context.instance, holder.dagster_run_id)
-            if finished:
+            silent_s = (rows.utcnow() - rows.aware(holder.heartbeat_at)).total_seconds()
+            if finished or silent_s > self.recorder.guard_stale_after_seconds:
+                why = f"ended ({status})" if finished else f"made no progress for {silent_s:.0f} s ({status})"
                 with self.engine.begin() as conn:
                     rows.finish(conn, holder.id, "failed", error_message=(
-                        f"{self.source}: run {holder.dagster_run_id} ended ({status}) without recording "
-                        "its final status; marked failed by the next run of the source"), only_if_active=True)
+                        f"{self.source}: run {holder.dagster_run_id} {why} without recording its final "
+                        f"status; marked failed by run {self.context.run_id}"), only_if_active=True)
+                self.context.log.warning(kv("source_guard_taken_over", source=self.source,
+                                            previous_run_id=holder.dagster_run_id, reason=why))
                 continue
             if announced != holder.dagster_run_id:
                 self.context.log.warning(kv("source_busy_waiting", source=self.source,

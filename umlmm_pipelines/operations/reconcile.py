@@ -6,6 +6,8 @@ still ``queued``/``running`` with Dagster's run storage and closes the ones whos
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 import sqlalchemy as sa
 
@@ -20,14 +22,22 @@ _STATUS_FOR = {
 }
 
 
-def reconcile(engine: sa.Engine, instance: dg.DagsterInstance, log: object | None = None) -> list[tuple[int, str]]:
-    """Close rows of finished runs; returns ``(fetch_run_id, status)`` for each one changed."""
+def reconcile(
+    engine: sa.Engine, instance: dg.DagsterInstance, log: Any = None, stale_after_seconds: float = 3600.0
+) -> list[tuple[int, str]]:
+    """Close rows of finished runs; returns ``(fetch_run_id, status)`` for each one changed.
+
+    A row whose run this instance does not know is left alone unless it has shown no progress
+    for ``stale_after_seconds``: another deployment may be writing the same catalog.
+    """
     changed: list[tuple[int, str]] = []
     with engine.connect() as conn:
         active = rows.active_rows(conn)
     for row in active:
         run = instance.get_run_by_id(row.dagster_run_id)
         if run is not None and run.status not in _STATUS_FOR:
+            continue
+        if run is None and (rows.utcnow() - rows.aware(row.heartbeat_at)).total_seconds() < stale_after_seconds:
             continue
         status = "failed" if run is None else _STATUS_FOR[run.status]
         reason = _reason(instance, run, row.dagster_run_id)

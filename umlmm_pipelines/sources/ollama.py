@@ -136,7 +136,7 @@ def map_model(host: str, listing: dict[str, Any], show: dict[str, Any] | None) -
     details = {**(listing.get("details") or {}), **(show.get("details") or {})}
     name = listing["name"]
     model, tag = split_name(name)
-    digest = listing["digest"]
+    digest = listing.get("digest")
     if not isinstance(digest, str) or not digest:
         raise RecordError(f"model {name!r} has no digest")
     modelfile = show.get("modelfile") or ""

@@ -30,6 +30,8 @@ class OllamaState:
     tags_failures: list[int] = field(default_factory=list)  # statuses to answer before succeeding
     show_status: dict[str, int] = field(default_factory=dict)  # model name -> forced status
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    new_digest_each_listing: bool = False  # every /api/tags looks like a re-pull of every model
+    listings_served: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def show_for(self, name: str) -> dict[str, Any]:
@@ -69,7 +71,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/api/tags":
             if failure:
                 return self._send(failure, {"error": "model list cache unavailable"})
-            return self._send(200, {"models": self.state.models})
+            with self.state.lock:
+                self.state.listings_served += 1
+                if self.state.new_digest_each_listing:
+                    for number, model in enumerate(self.state.models):
+                        model["digest"] = f"{self.state.listings_served:032x}{number:032x}"
+                models = copy.deepcopy(self.state.models)
+            return self._send(200, {"models": models})
         if self.path == "/api/version":
             return self._send(200, {"version": "0.12.6"})
         return self._send(404, {"error": "not found"})
