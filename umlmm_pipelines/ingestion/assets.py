@@ -117,6 +117,9 @@ def build_source_job(spec: SourceSpec) -> UnresolvedAssetJobDefinition:
         tags={SOURCE_TAG: spec.name},
         partitions_def=spec.partitions_def,
         description=f"Ingest {spec.display_name} into the UMLMM catalog",
+        # One step per run: a separate step process would only add start-up time, and with the
+        # step in the run worker a terminate or a kill reaches the ingestion directly.
+        executor_def=dg.in_process_executor,
     )
 
 

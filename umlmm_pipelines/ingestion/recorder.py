@@ -115,7 +115,7 @@ class FetchRun:
 
     def complete(self, totals: Counts) -> None:
         with self.engine.begin() as conn:
-            rows.finish(conn, self.id, "completed", totals)
+            rows.finish(conn, self.id, "completed", totals, only_if_active=True)
 
     def end_with(self, totals: Counts, exc: BaseException) -> str:
         """Record why the run stopped; returns the status written."""
@@ -125,5 +125,6 @@ class FetchRun:
             status, message = "failed", str(exc) or type(exc).__name__
         details = "".join(traceback.format_exception(exc))
         with self.engine.begin() as conn:
-            rows.finish(conn, self.id, status, totals, error_message=message, error_details=details)
+            rows.finish(conn, self.id, status, totals, error_message=message, error_details=details,
+                        only_if_active=True)
         return status

@@ -59,16 +59,21 @@ def _reason(instance: dg.DagsterInstance, run: dg.DagsterRun | None, run_id: str
 
 
 def _last_run_message(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """What Dagster said last about the run's end: the crash explanation the code server or run
+    monitoring logged (an engine event) is more useful than the generic failure message."""
     records = instance.get_records_for_run(
         run_id, of_type={dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED,
                          dg.DagsterEventType.ENGINE_EVENT}, ascending=False, limit=5,
     ).records
+    messages: dict[bool, str] = {}
     for record in records:
         entry = record.event_log_entry
         message = entry.dagster_event.message if entry.dagster_event else entry.user_message
         if message:
-            return message
-    return None
+            is_engine = entry.dagster_event is not None and entry.dagster_event.event_type == (
+                dg.DagsterEventType.ENGINE_EVENT)
+            messages.setdefault(is_engine, message)
+    return messages.get(True) or messages.get(False)
 
 
 @dg.sensor(

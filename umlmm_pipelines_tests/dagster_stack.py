@@ -1,0 +1,149 @@
+"""Real ``dagster-webserver`` and ``dagster-daemon`` processes on a temporary DAGSTER_HOME."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import yaml
+from dagster._core.instance.ref import InstanceRef
+from dagster_graphql import DagsterGraphQLClient
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCATION = "umlmm_pipelines"
+REPO = "__repository__"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class DagsterStack:
+    """Webserver and daemon as separate processes, as a user runs them in production."""
+
+    def __init__(self, home: Path, env: Mapping[str, str]) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+        config["run_queue"]["dequeue_interval_seconds"] = 1
+        config["run_monitoring"]["poll_interval_seconds"] = 5
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+        self.env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+        self.processes: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def start(self) -> DagsterStack:
+        bin_dir = Path(sys.executable).parent
+        self._spawn("webserver", [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
+                                  "-p", str(self.port)])
+        self._spawn("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"])
+        wait_for(self._ready, 120, "the webserver to serve the loaded code location")
+        self.instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+        return self
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = self.home / f"{name}.log"
+        self.logs.append(log)
+        self.processes.append(
+            subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        )
+
+    def _ready(self) -> bool:
+        for process, log in zip(self.processes, self.logs, strict=True):
+            if process.poll() is not None:
+                raise AssertionError(f"{log.name} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{self.url}/server_info", timeout=2).status_code != 200:
+                return False
+            data = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")
+        except httpx.HTTPError:
+            return False
+        entries = data["workspaceOrError"]["locationEntries"]
+        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30)
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise AssertionError(body["errors"])
+        return body["data"]
+
+    def launch(self, job: str, tags: Mapping[str, str] | None = None) -> str:
+        return self.client.submit_job_execution(job, repository_location_name=LOCATION, repository_name=REPO,
+                                                tags=dict(tags or {}))
+
+    def run(self, run_id: str) -> dg.DagsterRun:
+        run = self.instance.get_run_by_id(run_id)
+        assert run is not None
+        return run
+
+    def wait_finished(self, run_ids: list[str], timeout: float = 120) -> list[dg.DagsterRun]:
+        finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+        wait_for(lambda: all(self.run(r).status in finished for r in run_ids), timeout, f"runs {run_ids} to finish")
+        return [self.run(r) for r in run_ids]
+
+    def schedule_selector(self, name: str) -> dict[str, str]:
+        return {"repositoryLocationName": LOCATION, "repositoryName": REPO, "scheduleName": name}
+
+    def start_schedule(self, name: str) -> None:
+        data = self.graphql(
+            """mutation($s: ScheduleSelector!) { startSchedule(scheduleSelector: $s) {
+                 __typename ... on PythonError { message } } }""",
+            s=self.schedule_selector(name),
+        )
+        assert data["startSchedule"]["__typename"] == "ScheduleStateResult", data
+
+    def ticks(self, name: str) -> list[dict[str, Any]]:
+        data = self.graphql(
+            """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) { ... on Schedule {
+                 scheduleState { ticks(limit: 20) { tickId status timestamp skipReason runIds } } } } }""",
+            s=self.schedule_selector(name),
+        )
+        return data["scheduleOrError"]["scheduleState"]["ticks"]
+
+    def run_worker_pid(self, run_id: str) -> int:
+        def pid() -> int | None:
+            for record in self.instance.get_records_for_run(run_id).records:
+                message = record.event_log_entry.message or ""
+                if "Executing steps in process (pid: " in message:
+                    return int(message.split("(pid: ")[1].split(")")[0])
+            return None
+
+        return wait_for(pid, 60, f"the run worker of {run_id} to start")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        if hasattr(self, "instance"):
+            self.instance.dispose()
