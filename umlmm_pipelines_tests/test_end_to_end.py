@@ -58,6 +58,19 @@ def fast_fakes(fakes):
         fake.state.new_digest_each_listing = False
 
 
+def _wait_row(catalog: str, run_id: str, status: str, timeout: float) -> dict:
+    """The run's fetch_runs row once it has the given status."""
+    return wait_for(lambda: next((r for r in fetch_runs(catalog) if r["dagster_run_id"] == run_id
+                                  and r["status"] == status), None), timeout, f"run {run_id} to record {status}")
+
+
+def _hang_second_host(fakes) -> None:
+    """The first host's page commits at once; the second host then hangs in /api/show."""
+    second = fakes[1]
+    second.state.new_digest_each_listing = True
+    second.state.show_delay_s = 120
+
+
 def _intervals_disjoint(intervals: list[tuple[float, float]]) -> bool:
     ordered = sorted(intervals)
     return all(end <= next_start for (_, end), (next_start, _) in zip(ordered, ordered[1:], strict=False))
@@ -94,7 +107,6 @@ def test_racing_launches_of_one_source_never_overlap_while_other_sources_run_alo
 def test_schedule_tick_launches_then_an_overlapping_tick_is_skipped_and_a_terminated_run_is_cancelled(
     stack, fakes, catalog
 ):
-    _, second = fakes
     stack.start_schedule("ollama_schedule")
     launched = wait_for(lambda: [t for t in stack.ticks("ollama_schedule") if t["runIds"]], 75,
                         "a schedule tick that launches a run")
@@ -104,9 +116,7 @@ def test_schedule_tick_launches_then_an_overlapping_tick_is_skipped_and_a_termin
     assert scheduled.tags["umlmm/source"] == "ollama" and scheduled.tags["dagster/schedule_name"] == "ollama_schedule"
     assert next(r for r in fetch_runs(catalog) if r["dagster_run_id"] == scheduled_run_id)["status"] == "completed"
 
-    # A slow run: the first host's page commits, the second host hangs in /api/show.
-    second.state.new_digest_each_listing = True
-    second.state.show_delay_s = 120
+    _hang_second_host(fakes)
     slow_run_id = stack.launch("ollama_ingestion")
     wait_for(lambda: stack.run(slow_run_id).status == dg.DagsterRunStatus.STARTED, 60, "the slow run to start")
     tick_seen = {t["tickId"] for t in stack.ticks("ollama_schedule")}
@@ -118,18 +128,14 @@ def test_schedule_tick_launches_then_an_overlapping_tick_is_skipped_and_a_termin
 
     stack.client.terminate_run(slow_run_id)
     terminated_at = time.monotonic()
-    row = wait_for(lambda: next((r for r in fetch_runs(catalog)
-                                 if r["dagster_run_id"] == slow_run_id and r["status"] == "cancelled"), None),
-                   30, "the terminated run's fetch_runs row to be cancelled")
+    row = _wait_row(catalog, slow_run_id, "cancelled", 30)
     assert time.monotonic() - terminated_at < 10
     assert row["pages_committed"] == 1 and row["records_fetched"] == 4  # the first host's page is kept
     assert stack.wait_finished([slow_run_id])[0].status == dg.DagsterRunStatus.CANCELED
 
 
 def test_killed_run_worker_leaves_a_failed_row_with_the_reason(stack, fakes, catalog):
-    _, second = fakes
-    second.state.new_digest_each_listing = True
-    second.state.show_delay_s = 120
+    _hang_second_host(fakes)
     run_id = stack.launch("ollama_ingestion")
     pid = stack.run_worker_pid(run_id)
     wait_for(lambda: any(r["dagster_run_id"] == run_id and r["status"] == "running" for r in fetch_runs(catalog)),
@@ -138,8 +144,43 @@ def test_killed_run_worker_leaves_a_failed_row_with_the_reason(stack, fakes, cat
     os.kill(pid, signal.SIGKILL)
 
     assert stack.wait_finished([run_id], timeout=90)[0].status == dg.DagsterRunStatus.FAILURE
-    row = wait_for(lambda: next((r for r in fetch_runs(catalog)
-                                 if r["dagster_run_id"] == run_id and r["status"] == "failed"), None),
-                   120, "the reconciliation sensor to close the killed run's row")
+    row = _wait_row(catalog, run_id, "failed", 120)  # closed by the reconciliation sensor
     assert f"run {run_id} ended FAILURE without recording its final status" in row["error_message"]
     assert "signal 9" in row["error_message"] or "SIGKILL" in row["error_message"]
+
+
+def test_sigterm_to_the_run_worker_stops_at_a_page_boundary_and_records_cancelled(stack, fakes, catalog):
+    _hang_second_host(fakes)
+    run_id = stack.launch("ollama_ingestion")
+    pid = stack.run_worker_pid(run_id)
+    wait_for(lambda: any(r["dagster_run_id"] == run_id and r["pages_committed"] == 1 for r in fetch_runs(catalog)),
+             60, "the first host's page to commit")
+
+    os.kill(pid, signal.SIGTERM)
+    sent_at = time.monotonic()
+
+    row = _wait_row(catalog, run_id, "cancelled", 30)
+    assert time.monotonic() - sent_at < 10
+    assert row["pages_committed"] == 1 and row["records_fetched"] == 4
+    # Dagster itself calls a signal that no user asked for a failure; the catalog says what happened.
+    assert stack.wait_finished([run_id])[0].status == dg.DagsterRunStatus.FAILURE
+
+
+def test_ui_lists_each_source_with_its_job_schedule_cron_and_description(stack):
+    data = stack.graphql("""{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name }
+        jobs { name } schedules { name cronSchedule executionTimezone description }
+        assetNodes { assetKey { path } } sensors { name } } } } }""")
+    [repo] = data["repositoriesOrError"]["nodes"]
+
+    sources = ["civitai", "comfyui", "danbooru", "e621", "ollama"]
+    assert repo["location"]["name"] == "umlmm_pipelines"
+    assert {f"{s}_ingestion" for s in sources} <= {j["name"] for j in repo["jobs"]}
+    schedules = {s["name"]: s for s in repo["schedules"]}
+    assert sorted(schedules) == [f"{s}_schedule" for s in sources]
+    assert schedules["ollama_schedule"]["cronSchedule"] == "* * * * *"  # from the test's UMLMM_CONFIG
+    assert schedules["civitai_schedule"]["cronSchedule"] == "0 */6 * * *"
+    assert "'0 0 */6 * * ?'" in schedules["civitai_schedule"]["description"]
+    assert {s["executionTimezone"] for s in repo["schedules"]} == {"UTC"}
+    assert sorted(tuple(a["assetKey"]["path"]) for a in repo["assetNodes"]) == [
+        ("civitai", "models"), ("comfyui", "workflows"), ("danbooru", "posts"), ("e621", "posts"), ("ollama", "models")]
+    assert [s["name"] for s in repo["sensors"]] == ["fetch_runs_reconciliation_sensor"]

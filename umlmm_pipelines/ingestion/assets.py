@@ -4,6 +4,7 @@
 
 
 import time
+import traceback
 from typing import Any
 
 import dagster as dg
@@ -79,7 +80,10 @@ def ingest(
         duration_ms = int((time.monotonic() - started) * 1000)
         line = kv("run_ended", source=spec.name, run_id=context.run_id, status=status, duration_ms=duration_ms,
                   **totals.as_dict(), error=str(exc) or type(exc).__name__)
-        (context.log.warning if status == "cancelled" else context.log.error)(line)
+        if status == "cancelled":
+            context.log.warning(line)
+        else:
+            context.log.error(line + "\n" + "".join(traceback.format_exception(exc)))
         raise
     fetch_run.complete(totals)
     duration_ms = int((time.monotonic() - started) * 1000)
