@@ -93,9 +93,10 @@ class DagsterStack:
             raise AssertionError(body["errors"])
         return body["data"]
 
-    def launch(self, job: str, tags: Mapping[str, str] | None = None) -> str:
+    def launch(self, job: str, tags: Mapping[str, str] | None = None,
+               asset_selection: list[list[str]] | None = None) -> str:
         return self.client.submit_job_execution(job, repository_location_name=LOCATION, repository_name=REPO,
-                                                tags=dict(tags or {}))
+                                                tags=dict(tags or {}), asset_selection=asset_selection)
 
     def run(self, run_id: str) -> dg.DagsterRun:
         run = self.instance.get_run_by_id(run_id)

@@ -104,6 +104,23 @@ def test_racing_launches_of_one_source_never_overlap_while_other_sources_run_alo
     assert rows[civitai_run]["status"] == "failed" and "not implemented yet" in rows[civitai_run]["error_message"]
 
 
+def test_ui_materializations_without_the_source_tag_also_run_one_at_a_time(stack, fakes, catalog):
+    first, _ = fakes
+    first.state.new_digest_each_listing = True
+    first.state.show_delay_s = 0.5
+
+    # The UI's "Materialize" button launches the implicit asset job, which carries no source tag.
+    run_ids = [stack.launch("__ASSET_JOB", asset_selection=[["ollama", "models"]]) for _ in range(3)]
+    finished = stack.wait_finished(run_ids, timeout=180)
+
+    assert [r.status for r in finished] == [dg.DagsterRunStatus.SUCCESS] * 3
+    assert all("umlmm/source" not in r.tags for r in finished)
+    records = stack.instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))
+    assert _intervals_disjoint([(r.start_time, r.end_time) for r in records])
+    rows = [r for r in fetch_runs(catalog) if r["dagster_run_id"] in run_ids]
+    assert [r["status"] for r in rows] == ["completed"] * 3
+
+
 def test_schedule_tick_launches_then_an_overlapping_tick_is_skipped_and_a_terminated_run_is_cancelled(
     stack, fakes, catalog
 ):

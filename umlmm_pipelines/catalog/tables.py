@@ -22,7 +22,7 @@ metadata = sa.MetaData(
 )
 
 #: JSON everywhere, JSONB on PostgreSQL so that raw payloads can be queried and indexed there.
-JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+JSONType = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 #: SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Timestamp = sa.DateTime(timezone=True)

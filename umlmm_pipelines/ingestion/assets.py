@@ -31,6 +31,9 @@ def build_source_asset(spec: SourceSpec, settings: BaseModel) -> dg.AssetsDefini
         partitions_def=spec.partitions_def,
         kinds={"python"},
         tags={SOURCE_TAG: spec.name},
+        # A pool per source (limit 1 in dagster.yaml) holds back runs that carry no source tag,
+        # such as the UI's "Materialize" button, which launches the implicit asset job.
+        pool=pool_name(spec),
         required_resource_keys={RECORDER_KEY},
     )
     def _ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -38,6 +41,10 @@ def build_source_asset(spec: SourceSpec, settings: BaseModel) -> dg.AssetsDefini
         return ingest(context, spec, settings, recorder)
 
     return _ingest
+
+
+def pool_name(spec: SourceSpec) -> str:
+    return f"umlmm_{spec.name}"
 
 
 def ingest(
