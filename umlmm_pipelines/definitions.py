@@ -25,10 +25,11 @@ def load_source_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def build_definitions(settings: Settings, recorder: FetchRunRecorder | None = None) -> dg.Definitions:
     assets, jobs, schedules = [], [], []
     for spec in all_sources():
-        assets.append(build_source_asset(spec, settings.source(spec.name)))
-        job = build_source_job(spec)
+        source_settings = settings.source(spec.name)
+        assets.append(build_source_asset(spec, source_settings))
+        job = build_source_job(spec, source_settings)
         jobs.append(job)
-        schedules.append(build_source_schedule(spec, job, settings.schedules[spec.name]))
+        schedules.append(build_source_schedule(spec, job, settings.schedules[spec.name], source_settings))
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

@@ -18,8 +18,14 @@ def read_cursor(engine: sa.Engine, source: str, scope: str) -> str | None:
 
 
 def save_cursor(
-    conn: sa.Connection, source: str, scope: str, value: str, now: datetime, fetch_run_id: int | None
+    conn: sa.Connection, source: str, scope: str, value: str | None, now: datetime, fetch_run_id: int | None
 ) -> None:
+    """Move the scope's cursor to ``value``; None clears it (the scope's walk is complete)."""
+    if value is None:
+        conn.execute(
+            sa.delete(source_cursors).where(source_cursors.c.source == source, source_cursors.c.scope == scope)
+        )
+        return
     statement = dialect_insert(conn, source_cursors).values(
         source=source, scope=scope, value=value, updated_at=now, fetch_run_id=fetch_run_id
     )

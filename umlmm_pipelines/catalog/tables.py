@@ -101,3 +101,34 @@ def entity_table(name: str, *columns: sa.Column | sa.Index | sa.Constraint) -> s
         *columns,
         sa.UniqueConstraint("source", "external_id"),
     )
+
+
+def child_table(name: str, parent_column: str, *columns: sa.Column | sa.Index | sa.Constraint) -> sa.Table:
+    """Rows owned by one entity row (``parent_column`` holds its external_id), replaced with it."""
+    table = sa.Table(
+        name,
+        metadata,
+        sa.Column("source", sa.String(32), nullable=False),
+        sa.Column(parent_column, sa.String(512), nullable=False),
+        *columns,
+    )
+    table.info["parent_column"] = parent_column
+    return table
+
+
+def reference_table(
+    name: str, key_columns: tuple[str, ...], *columns: sa.Column | sa.Index | sa.Constraint
+) -> sa.Table:
+    """Shared rows keyed by ``(source, *key_columns)`` that entity rows point to (tags)."""
+    table = sa.Table(
+        name,
+        metadata,
+        sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+        sa.Column("source", sa.String(32), nullable=False),
+        *columns,
+        sa.Column("first_seen_at", Timestamp, nullable=False),
+        sa.Column("updated_at", Timestamp, nullable=False),
+        sa.UniqueConstraint("source", *key_columns),
+    )
+    table.info["natural_key"] = ("source", *key_columns)
+    return table

@@ -5,6 +5,8 @@
 
 import time
 import traceback
+import warnings
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -24,11 +26,19 @@ RECORDER_KEY = "fetch_runs"
 
 
 def build_source_asset(spec: SourceSpec, settings: BaseModel) -> dg.AssetsDefinition:
+    with warnings.catch_warnings():
+        # BackfillPolicy is marked beta in Dagster 1.13; chunked backfills rely on it on purpose.
+        warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+        return _source_asset(spec, settings)
+
+
+def _source_asset(spec: SourceSpec, settings: BaseModel) -> dg.AssetsDefinition:
     @dg.asset(
         key=spec.asset_key,
         group_name=spec.name,
         description=spec.description,
-        partitions_def=spec.partitions_def,
+        partitions_def=spec.partitions_def(settings),
+        backfill_policy=spec.backfill_policy(settings) if spec.backfill_policy else None,
         kinds={"python"},
         tags={SOURCE_TAG: spec.name},
         # A pool per source (limit 1 in dagster.yaml) holds back runs that carry no source tag,
@@ -108,11 +118,12 @@ def ingest(
 
 
 def _partition_keys(context: dg.AssetExecutionContext) -> list[str]:
-    if not context.has_partition_key:
-        return []
+    """The run's partition keys: one, a range (a chunk of a backfill), or none."""
     if context.has_partition_key_range:
         return list(context.partition_keys)
-    return [context.partition_key]
+    if context.has_partition_key:
+        return [context.partition_key]
+    return []
 
 
 def _partition_label(keys: list[str]) -> str | None:
@@ -121,12 +132,12 @@ def _partition_label(keys: list[str]) -> str | None:
     return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 
 
-def build_source_job(spec: SourceSpec) -> UnresolvedAssetJobDefinition:
+def build_source_job(spec: SourceSpec, settings: BaseModel) -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=spec.job_name,
         selection=dg.AssetSelection.assets(spec.asset_key).without_checks(),
         tags={SOURCE_TAG: spec.name},
-        partitions_def=spec.partitions_def,
+        partitions_def=spec.partitions_def(settings),
         description=f"Ingest {spec.display_name} into the UMLMM catalog",
         # One step per run: a separate step process would only add start-up time, and with the
         # step in the run worker a terminate or a kill reaches the ingestion directly.
@@ -135,7 +146,7 @@ def build_source_job(spec: SourceSpec) -> UnresolvedAssetJobDefinition:
 
 
 def build_source_schedule(
-    spec: SourceSpec, job: UnresolvedAssetJobDefinition, schedule: ScheduleSettings
+    spec: SourceSpec, job: UnresolvedAssetJobDefinition, schedule: ScheduleSettings, settings: BaseModel
 ) -> dg.ScheduleDefinition:
     """A schedule that skips (with a reason and a warning) while the source is busy."""
     if schedule.written_as != schedule.cron:
@@ -151,11 +162,18 @@ def build_source_schedule(
         description=schedule.description + written,
         default_status=dg.DefaultScheduleStatus.RUNNING if schedule.enabled else dg.DefaultScheduleStatus.STOPPED,
     )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    def _schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
         blocker = describe_blockers(context.instance, spec)
         if blocker is not None:
             context.log.warning(kv("tick_skipped", source=spec.name, reason=blocker))
             return dg.SkipReason(blocker)
-        return dg.RunRequest(tags={SOURCE_TAG: spec.name})
+        if spec.scheduled_partitions is None:
+            return [dg.RunRequest(tags={SOURCE_TAG: spec.name})]
+        now = context.scheduled_execution_time or datetime.now(UTC)
+        keys = spec.scheduled_partitions(settings, now)
+        context.log.info(kv("tick_partitions", source=spec.name, partitions=",".join(keys)))
+        # One tick may request several days; the run key makes each request of each tick distinct.
+        return [dg.RunRequest(partition_key=key, run_key=f"{key}@{now.isoformat()}", tags={SOURCE_TAG: spec.name})
+                for key in keys]
 
     return _schedule

@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from umlmm_pipelines.catalog import fetch_runs as fetch_run_rows
 from umlmm_pipelines.catalog.cursors import save_cursor
 from umlmm_pipelines.catalog.fetch_runs import Counts, utcnow
-from umlmm_pipelines.catalog.upsert import existing_state, mark_removed, replace_children, upsert_rows
+from umlmm_pipelines.catalog.upsert import (
+    existing_state,
+    insert_rows,
+    mark_removed,
+    replace_children,
+    upsert_references,
+    upsert_rows,
+)
 from umlmm_pipelines.ingestion.logfmt import kv
 from umlmm_pipelines.ingestion.source import (
     MappedRecord,
@@ -58,6 +65,7 @@ class PageLoop:
         self.log = log
         self.on_page = on_page
         self.totals = Counts()
+        self._written_references: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
         self._enriches = type(run).enrich is not SourceRun.enrich
 
     def run_all(self) -> Counts:
@@ -84,13 +92,18 @@ class PageLoop:
                 counts.records_unchanged += 1
             else:
                 changed.append(candidate)
-        rows, children = self._map(changed, counts)
+        rows, children, references = self._map(changed, counts)
+        existed = {c.external_id for c in changed if c.existed}
         now = utcnow()
+        stamped = [{**row, "updated_at": now, "first_seen_at": now} for row in rows]
         with self.engine.begin() as conn:
-            upsert_rows(conn, self.table, [{**row, "updated_at": now, "first_seen_at": now} for row in rows])
-            parents = [row["external_id"] for row in rows]
+            insert_rows(conn, self.table, [r for r in stamped if r["external_id"] not in existed])
+            upsert_rows(conn, self.table, [r for r in stamped if r["external_id"] in existed])
+            for reference_table, reference_rows in references.items():
+                upsert_references(conn, reference_table, reference_rows, now)
+            updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
             for child_table, child_rows in children.items():
-                replace_children(conn, child_table, self.spec.name, parents, child_rows)
+                replace_children(conn, child_table, self.spec.name, updated_parents, child_rows)
             if page.complete_scope is not None:
                 seen = [c.external_id for c in candidates]
                 counts.records_removed = mark_removed(
@@ -103,6 +116,10 @@ class PageLoop:
             pending.add(counts)
             fetch_run_rows.record_page(conn, self.fetch_run_id, pending)
         self.totals = pending
+        for reference_table, reference_rows in references.items():
+            key_columns = reference_table.info["natural_key"]
+            for row in reference_rows:
+                self._written_references[(reference_table.name, tuple(row[c] for c in key_columns))] = row
         return counts
 
     def _identify(self, page: Page, counts: Counts) -> list[_Candidate]:
@@ -128,9 +145,10 @@ class PageLoop:
 
     def _map(
         self, changed: list[_Candidate], counts: Counts
-    ) -> tuple[list[dict[str, Any]], dict[sa.Table, list[dict[str, Any]]]]:
+    ) -> tuple[list[dict[str, Any]], dict[sa.Table, list[dict[str, Any]]], dict[sa.Table, list[dict[str, Any]]]]:
         rows: list[dict[str, Any]] = []
         children: dict[sa.Table, list[dict[str, Any]]] = {}
+        references: dict[sa.Table, dict[tuple[Any, ...], dict[str, Any]]] = {}
         for candidate in changed:
             try:
                 record = self.run.enrich(candidate.record) if self._enriches else candidate.record
@@ -153,15 +171,30 @@ class PageLoop:
                 }
             )
             for table, child_rows in mapped.children.items():
+                parent_column = table.info["parent_column"]
                 children.setdefault(table, []).extend(
-                    {**child, "source": self.spec.name, "parent_external_id": candidate.external_id}
-                    for child in child_rows
+                    {**child, "source": self.spec.name, parent_column: candidate.external_id} for child in child_rows
                 )
+            for table, reference_rows in mapped.references.items():
+                self._collect_references(table, reference_rows, references.setdefault(table, {}))
             if candidate.existed:
                 counts.records_updated += 1
             else:
                 counts.records_created += 1
-        return rows, children
+        return rows, children, {table: list(found.values()) for table, found in references.items() if found}
+
+    def _collect_references(
+        self, table: sa.Table, reference_rows: list[dict[str, Any]], found: dict[tuple[Any, ...], dict[str, Any]]
+    ) -> None:
+        """Keep each shared row once per page, and skip rows this run already wrote unchanged."""
+        key_columns = table.info["natural_key"]
+        for reference in reference_rows:
+            row = {**reference, "source": self.spec.name}
+            key = tuple(row[c] for c in key_columns)
+            cache_key = (table.name, key)
+            if self._written_references.get(cache_key) == row:
+                continue
+            found[key] = row
 
     def _fail(self, counts: Counts, candidate: _Candidate, reason: str) -> None:
         counts.records_failed += 1

@@ -12,6 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import dagster as dg
@@ -35,21 +36,30 @@ class Page:
 
     ``complete_scope`` says the page lists every live record whose columns equal these values
     (Ollama's ``/api/tags`` for one host), so rows of that scope missing from it are marked
-    removed. ``cursor`` is a ``(scope, value)`` high-water mark saved with the page.
+    removed. ``cursor`` is a ``(scope, value)`` high-water mark saved with the page; a value of
+    None clears the scope's cursor (its walk is complete).
     """
 
     records: Sequence[Record]
     label: str
     complete_scope: Mapping[str, Any] | None = None
-    cursor: tuple[str, str] | None = None
+    cursor: tuple[str, str | None] | None = None
 
 
 @dataclass
 class MappedRecord:
-    """Normalized columns for the entity table, and child rows replaced with the parent."""
+    """Normalized columns for the entity table and the rows that hang off it.
+
+    ``children`` belong to this record alone (a post's tag links) and are replaced whenever the
+    record changes. ``references`` are shared rows the record points to (a tag and its
+    category): inserted when new, updated when they differ, never deleted with the record.
+    Child and reference tables declare their key columns in ``table.info`` (see
+    ``catalog.tables.child_table`` and ``reference_table``).
+    """
 
     row: dict[str, Any]
     children: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
+    references: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,7 +126,12 @@ class SourceSpec:
     settings_model: type[BaseModel]
     table: sa.Table | None = None
     run_factory: Callable[[RunInputs], SourceRun] | None = None
-    partitions_def: dg.PartitionsDefinition | None = None
+    #: Partitions built from the source's settings (e.g. daily from a configured start date).
+    partitions: Callable[[Any], dg.PartitionsDefinition] | None = None
+    #: How a backfill over many partitions is split into runs.
+    backfill_policy: Callable[[Any], dg.BackfillPolicy] | None = None
+    #: The partition keys a schedule tick at ``now`` should request (settings, now) -> keys.
+    scheduled_partitions: Callable[[Any, datetime], list[str]] | None = None
     not_implemented_reason: str = "ingestion for this source is not implemented yet"
 
     SOURCE_TAG: ClassVar[str] = "umlmm/source"
@@ -132,6 +147,9 @@ class SourceSpec:
     @property
     def schedule_name(self) -> str:
         return f"{self.name}_schedule"
+
+    def partitions_def(self, settings: BaseModel) -> dg.PartitionsDefinition | None:
+        return self.partitions(settings) if self.partitions else None
 
     @property
     def implemented(self) -> bool:

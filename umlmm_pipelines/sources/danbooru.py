@@ -1,13 +1,106 @@
-"""Danbooru, not implemented yet (issue 3): its runs fail with a clear error, no counts."""
+"""Danbooru: posts and their tags, one daily partition per upload day (UTC).
 
-from umlmm_pipelines.ingestion.source import SourceSpec
-from umlmm_pipelines.sources._pending import PendingSettings
+``GET /posts.json?tags=<filter> date:<day>&page=b<id>&limit=200`` returns a bare array, newest
+first; ``[]`` ends the day. Banned posts come without md5 and file URLs and are kept with their
+flags; deleted posts are included by the site and keep their URLs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from umlmm_pipelines.ingestion.source import MappedRecord, Record, SourceError, SourceSpec
+from umlmm_pipelines.sources._booru import (
+    BooruRun,
+    BooruSettings,
+    backfill_policy,
+    daily_partitions,
+    parse_time,
+    post_tags,
+    posts,
+    scheduled_days,
+    tag_rows,
+    tags,
+    whole,
+)
+
+#: Danbooru's tag categories, in the order of its tag_string_<category> fields.
+CATEGORIES = ("general", "artist", "copyright", "character", "meta")
+
+
+class DanbooruSettings(BooruSettings):
+    base_url: str = Field("https://danbooru.donmai.us", alias="BaseUrl")
+    page_size: int = Field(200, alias="PageSize", ge=1, le=200)
+    requests_per_second: float = Field(1.0, alias="RequestsPerSecond", ge=0)
+
+
+class DanbooruRun(BooruRun):
+    display_name = "Danbooru"
+
+    def extract_posts(self, body: Any, day: str) -> list[Record]:
+        if not isinstance(body, list):
+            raise SourceError(f"Danbooru: /posts.json for {day} returned {type(body).__name__}, not a list of posts")
+        return body
+
+    def map(self, record: Record) -> MappedRecord:
+        return map_post(record)
+
+
+def map_post(post: Record) -> MappedRecord:
+    """Columns for one Danbooru post, its tag links and its tags with their categories."""
+    posted_at = parse_time(post.get("created_at"))
+    by_category = {c: str(post.get(f"tag_string_{c}") or "").split() for c in CATEGORIES}
+    if not any(by_category.values()) and post.get("tag_string"):
+        by_category = {"general": str(post["tag_string"]).split()}
+    links, tag_list = tag_rows(by_category)
+    media = post.get("media_asset") or {}
+    row: dict[str, Any] = {
+        "post_id": post["id"],
+        "upload_date": posted_at.date() if posted_at else None,
+        "posted_at": posted_at,
+        "edited_at": parse_time(post.get("updated_at")),
+        "rating": post.get("rating"),
+        "score": whole(post.get("score"), "score"),
+        "up_score": whole(post.get("up_score"), "up_score"),
+        "down_score": whole(post.get("down_score"), "down_score"),
+        "fav_count": whole(post.get("fav_count"), "fav_count"),
+        "md5": post.get("md5") or media.get("md5"),
+        "file_url": post.get("file_url"),
+        "large_file_url": post.get("large_file_url"),
+        "preview_file_url": post.get("preview_file_url"),
+        "width": whole(post.get("image_width"), "width"),
+        "height": whole(post.get("image_height"), "height"),
+        "file_size": whole(post.get("file_size"), "file_size"),
+        "file_ext": post.get("file_ext"),
+        "duration": media.get("duration"),
+        "source_url": post.get("source") or None,
+        "parent_id": whole(post.get("parent_id"), "parent_id"),
+        "uploader_id": whole(post.get("uploader_id"), "uploader_id"),
+        "approver_id": whole(post.get("approver_id"), "approver_id"),
+        "tag_count": whole(post.get("tag_count"), "tag_count"),
+        "is_deleted": post.get("is_deleted"),
+        "is_banned": post.get("is_banned"),
+        "is_pending": post.get("is_pending"),
+        "is_flagged": post.get("is_flagged"),
+        "change_seq": None,
+    }
+    return MappedRecord(row=row, children={post_tags: links}, references={tags: tag_list})
+
 
 SOURCE = SourceSpec(
     name="danbooru",
     display_name="Danbooru",
     asset_name="posts",
-    description="Danbooru posts and tags by upload date. Not implemented yet: a run fails with a clear error.",
-    settings_model=PendingSettings,
-    not_implemented_reason="ingestion is not implemented yet (tracked in issue 3); nothing was fetched",
+    description=(
+        "Danbooru posts and tags by upload day (UTC): /posts.json?tags=<filter> date:<day>, paged with b<id>. "
+        "Deleted and banned posts are kept with their flags."
+    ),
+    settings_model=DanbooruSettings,
+    table=posts,
+    run_factory=DanbooruRun,
+    partitions=daily_partitions,
+    backfill_policy=backfill_policy,
+    scheduled_partitions=scheduled_days,
 )

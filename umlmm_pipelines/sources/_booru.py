@@ -1,0 +1,218 @@
+"""What Danbooru and e621 share: the posts/tags tables, daily partitions, b<id> paging, settings.
+
+Both sites page a search with ``page=b<id>`` (posts with smaller ids, newest first) and have
+no page cap on that keyset, so one partition (an upload day) is walked from the top until the
+site answers with no posts. The lowest id committed is the resume cursor; it is cleared once
+the day's walk completes, so the next run of the same day starts from the top again.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import httpx
+import sqlalchemy as sa
+from pydantic import Field, SecretStr, field_validator
+
+from umlmm_pipelines.catalog.tables import Timestamp, child_table, entity_table, reference_table
+from umlmm_pipelines.ingestion.http import HttpSettings, PoliteClient
+from umlmm_pipelines.ingestion.source import Page, Record, RunInputs, SourceError, SourceRun
+
+#: Above any real post id: the first page of a walk is ``b<this>``, so every page is keyset-paged.
+TOP_OF_KEYSET = 2_147_483_647
+
+posts = entity_table(
+    "posts",
+    sa.Column("post_id", sa.BigInteger, nullable=False),
+    sa.Column("upload_date", sa.Date, nullable=True),
+    sa.Column("posted_at", Timestamp, nullable=True),
+    sa.Column("edited_at", Timestamp, nullable=True),
+    sa.Column("rating", sa.String(1), nullable=True),
+    sa.Column("score", sa.Integer, nullable=True),
+    sa.Column("up_score", sa.Integer, nullable=True),
+    sa.Column("down_score", sa.Integer, nullable=True),
+    sa.Column("fav_count", sa.Integer, nullable=True),
+    sa.Column("md5", sa.String(32), nullable=True),
+    sa.Column("file_url", sa.Text, nullable=True),
+    sa.Column("large_file_url", sa.Text, nullable=True),
+    sa.Column("preview_file_url", sa.Text, nullable=True),
+    sa.Column("width", sa.Integer, nullable=True),
+    sa.Column("height", sa.Integer, nullable=True),
+    sa.Column("file_size", sa.BigInteger, nullable=True),
+    sa.Column("file_ext", sa.String(16), nullable=True),
+    sa.Column("duration", sa.Float, nullable=True),
+    sa.Column("source_url", sa.Text, nullable=True),
+    sa.Column("parent_id", sa.BigInteger, nullable=True),
+    sa.Column("uploader_id", sa.BigInteger, nullable=True),
+    sa.Column("approver_id", sa.BigInteger, nullable=True),
+    sa.Column("tag_count", sa.Integer, nullable=True),
+    sa.Column("is_deleted", sa.Boolean, nullable=True),
+    sa.Column("is_banned", sa.Boolean, nullable=True),
+    sa.Column("is_pending", sa.Boolean, nullable=True),
+    sa.Column("is_flagged", sa.Boolean, nullable=True),
+    sa.Column("change_seq", sa.BigInteger, nullable=True),
+    sa.Index("ix_posts_source_upload_date", "source", "upload_date"),
+    sa.Index("ix_posts_md5", "md5"),
+)
+
+tags = reference_table(
+    "tags",
+    ("name",),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),
+)
+
+post_tags = child_table(
+    "post_tags",
+    "post_external_id",
+    sa.Column("tag", sa.String(255), nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),
+    sa.PrimaryKeyConstraint("source", "post_external_id", "tag"),
+    sa.Index("ix_post_tags_source_tag", "source", "tag"),
+)
+
+
+class BooruSettings(HttpSettings):
+    """Settings both image boards take (``Sources__Danbooru__Tags``, ``Sources__E621__PageSize`` …)."""
+
+    base_url: str = Field(alias="BaseUrl")
+    tags: str = Field("", alias="Tags", description="search filter added to date:<day>")
+    page_size: int = Field(alias="PageSize", ge=1)
+    start_date: date = Field(date(2024, 1, 1), alias="StartDate")
+    settle_hours: float = Field(6.0, alias="SettleHours", ge=0, le=24 * 30)
+    backfill_days_per_run: int = Field(7, alias="BackfillDaysPerRun", ge=1, le=366)
+    login: str | None = Field(None, alias="Login")
+    api_key: SecretStr | None = Field(None, alias="ApiKey")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("tags")
+    @classmethod
+    def _no_date_in_filter(cls, value: str) -> str:
+        if any(term.startswith(("date:", "page:")) for term in value.split()):
+            raise ValueError("the tag filter must not contain date: (each partition adds its own day)")
+        return value.strip()
+
+
+def daily_partitions(settings: BooruSettings) -> dg.DailyPartitionsDefinition:
+    """Upload days in UTC, up to and including today (``end_offset=1``)."""
+    return dg.DailyPartitionsDefinition(start_date=settings.start_date.isoformat(), timezone="UTC", end_offset=1)
+
+
+def backfill_policy(settings: BooruSettings) -> dg.BackfillPolicy:
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=settings.backfill_days_per_run)
+
+
+def scheduled_days(settings: BooruSettings, now: datetime) -> list[str]:
+    """Today, plus every earlier day that ended less than ``SettleHours`` ago (it may still change)."""
+    now = now.astimezone(UTC)
+    today = now.date()
+    days = [today]
+    day = today - timedelta(days=1)
+    while day >= settings.start_date and (
+        now - datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+    ) < timedelta(hours=settings.settle_hours):
+        days.append(day)
+        day -= timedelta(days=1)
+    return [d.isoformat() for d in days if d >= settings.start_date]
+
+
+class BooruRun(SourceRun):
+    """Walks each partition day of a run with b<id> keyset paging."""
+
+    settings: BooruSettings
+    display_name: str = ""
+
+    def __init__(self, inputs: RunInputs) -> None:
+        super().__init__(inputs)
+        auth = None
+        if self.settings.login and self.settings.api_key:
+            auth = httpx.BasicAuth(self.settings.login, self.settings.api_key.get_secret_value())
+        secrets = [self.settings.api_key.get_secret_value()] if self.settings.api_key else []
+        self.client = PoliteClient(self.display_name, self.settings.base_url, self.settings, log=self.log,
+                                   auth=auth, secrets=secrets)
+
+    def pages(self) -> Iterator[Page]:
+        days = list(self.inputs.partition_keys)
+        if not days:
+            raise SourceError(f"{self.display_name}: runs need an upload-day partition (e.g. 2024-01-01)")
+        for day in days:
+            yield from self._walk_day(day)
+
+    def _walk_day(self, day: str) -> Iterator[Page]:
+        resume = self.inputs.read_cursor(day)
+        before = int(resume) if resume else TOP_OF_KEYSET
+        if resume:
+            self.log.info(f"{self.display_name}: resuming {day} below post {resume}")
+        search = " ".join(part for part in (self.settings.tags, f"date:{day}") if part)
+        number = 0
+        while True:
+            number += 1
+            params = {"tags": search, "limit": self.settings.page_size, "page": f"b{before}"}
+            records = self.extract_posts(self.client.get_json("/posts.json", params=params), day)
+            if not records:
+                yield Page([], f"{day} end after {number - 1} page(s)", cursor=(day, None))
+                return
+            ids = [_post_id(r) for r in records]
+            known = [i for i in ids if i is not None]
+            if not known:
+                raise SourceError(f"{self.display_name}: page b{before} of {day} has no post ids; cannot page on")
+            before = min(known)
+            yield Page(records, f"{day} page {number} (b{params['page'][1:]})", cursor=(day, str(before)))
+
+    @abstractmethod
+    def extract_posts(self, body: Any, day: str) -> list[Record]:
+        """The posts in a response body; raise SourceError for an unexpected shape."""
+
+    def external_id(self, record: Record) -> str:
+        post_id = record["id"]
+        if not isinstance(post_id, int) or isinstance(post_id, bool):
+            raise ValueError(f"post id {post_id!r} is not an integer")
+        return str(post_id)
+
+    def parameters(self) -> dict[str, Any]:
+        return {"tags": self.settings.tags, "page_size": self.settings.page_size}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _post_id(record: Record) -> int | None:
+    value = record.get("id") if isinstance(record, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 with milliseconds and an offset (US Eastern by default) as UTC."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def whole(value: Any, field: str) -> int | None:
+    """An integer column's value; anything else is a malformed post (a RecordError upstream)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"{field} is {value!r}, not an integer")
+
+
+def tag_rows(by_category: dict[str, list[str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Link rows and tag rows for a post's tags; a tag listed twice keeps its first category."""
+    links: dict[str, str] = {}
+    for category, names in by_category.items():
+        for name in names:
+            links.setdefault(name, category)
+    link_rows = [{"tag": name, "category": category} for name, category in links.items()]
+    return link_rows, [{"name": name, "category": category} for name, category in links.items()]
