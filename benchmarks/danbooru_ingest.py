@@ -72,7 +72,7 @@ def run_worker(catalog_url: str, server_url: str) -> dict:
 def start_server(posts: int) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "umlmm_pipelines_tests.fakes.booru_server", "danbooru", "--port", "0",
-         "--posts", str(posts), "--day", DAY],
+         "--posts", str(posts), "--day", DAY, "--prerender"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )
     assert process.stdout is not None

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from umlmm_pipelines.ingestion.logfmt import kv
@@ -134,7 +135,7 @@ class PoliteClient:
                 self._describe(endpoint, f"HTTP {status}{self._body_summary(response)}"), status=status
             )
         try:
-            return response.json()
+            return orjson.loads(response.content)
         except ValueError:
             # A Cloudflare challenge or a proxy's error page: the API is blocked for now, not broken.
             kind = response.headers.get("content-type", "no content type")

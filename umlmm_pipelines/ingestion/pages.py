@@ -19,6 +19,7 @@ from umlmm_pipelines.catalog.upsert import (
     existing_state,
     insert_rows,
     mark_removed,
+    relax_commit_durability,
     replace_children,
     upsert_references,
     upsert_rows,
@@ -97,6 +98,7 @@ class PageLoop:
         now = utcnow()
         stamped = [{**row, "updated_at": now, "first_seen_at": now} for row in rows]
         with self.engine.begin() as conn:
+            relax_commit_durability(conn)
             insert_rows(conn, self.table, [r for r in stamped if r["external_id"] not in existed])
             upsert_rows(conn, self.table, [r for r in stamped if r["external_id"] in existed])
             for reference_table, reference_rows in references.items():

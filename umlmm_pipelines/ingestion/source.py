@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import dagster as dg
+import orjson
 import sqlalchemy as sa
 from pydantic import BaseModel
 
@@ -160,6 +161,13 @@ SOURCE_TAG = SourceSpec.SOURCE_TAG
 
 
 def content_hash(value: Any) -> str:
-    """A stable hash of a JSON-able value: key order and whitespace do not matter."""
-    encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+    """A stable hash of a JSON-able value: key order and whitespace do not matter.
+
+    orjson with sorted keys is several times faster than the standard library here, which
+    matters: every fetched record is hashed, changed or not.
+    """
+    try:
+        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    except TypeError:  # e.g. an integer beyond 64 bits
+        encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
