@@ -18,10 +18,20 @@ import pytest
 
 from umlmm_pipelines.catalog.fetch_runs import aware
 from umlmm_pipelines_tests.dagster_stack import DagsterStack, wait_for
+from umlmm_pipelines_tests.fakes.booru_server import (
+    FakeBooru,
+    running_fake_danbooru,
+    running_fake_e621,
+    synthetic_danbooru_state,
+    synthetic_e621_state,
+)
 from umlmm_pipelines_tests.fakes.ollama_server import FakeOllama, running_fake_ollama
-from umlmm_pipelines_tests.helpers import fetch_runs
+from umlmm_pipelines_tests.helpers import fetch_runs, rows
 
 pytestmark = pytest.mark.slow
+
+BOORU_DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
+BOORU_POSTS = 300
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +41,31 @@ def fakes() -> Iterator[tuple[FakeOllama, FakeOllama]]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, fakes) -> Iterator[DagsterStack]:
+def boorus() -> Iterator[tuple[FakeBooru, FakeBooru]]:
+    danbooru = synthetic_danbooru_state(BOORU_POSTS, BOORU_DAYS[0], lazy=False)
+    e621 = synthetic_e621_state(BOORU_POSTS, BOORU_DAYS[0], lazy=False)
+    for seed, day in enumerate(BOORU_DAYS[1:], start=1):
+        danbooru.add_synthetic_posts(BOORU_POSTS, day, seed=seed)
+        e621.add_synthetic_posts(BOORU_POSTS, day, seed=seed)
+    with running_fake_danbooru(danbooru) as first, running_fake_e621(e621) as second:
+        yield first, second
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, fakes, boorus) -> Iterator[DagsterStack]:
     home = tmp_path_factory.mktemp("dagster_home")
     config = home / "umlmm.json"
+    booru = {"StartDate": "2023-12-01", "BackoffSeconds": 0.1}
     config.write_text(json.dumps({
         # every minute (Quartz, as the seed wrote it); off until a test turns it on
-        "JobSchedules": {"Ollama": {"CronSchedule": "0 * * * * ?", "Enabled": False}},
-        "Sources": {"Ollama": {"BaseUrl": f"{fakes[0].url},{fakes[1].url}", "BackoffSeconds": 0.1}},
+        "JobSchedules": {"Ollama": {"CronSchedule": "0 * * * * ?", "Enabled": False},
+                         "Danbooru": {"Enabled": False}, "E621": {"Enabled": False}},
+        "Sources": {
+            "Ollama": {"BaseUrl": f"{fakes[0].url},{fakes[1].url}", "BackoffSeconds": 0.1},
+            "Danbooru": {**booru, "BaseUrl": boorus[0].url, "RequestsPerSecond": 0, "PageSize": 50,
+                         "BackfillDaysPerRun": 1},
+            "E621": {**booru, "BaseUrl": boorus[1].url, "RequestsPerSecond": 2, "BackfillDaysPerRun": 7},
+        },
     }))
     stack = DagsterStack(home, {"UMLMM_CONFIG": str(config)})
     try:
@@ -201,3 +229,61 @@ def test_ui_lists_each_source_with_its_job_schedule_cron_and_description(stack):
     assert sorted(tuple(a["assetKey"]["path"]) for a in repo["assetNodes"]) == [
         ("civitai", "models"), ("comfyui", "workflows"), ("danbooru", "posts"), ("e621", "posts"), ("ollama", "models")]
     assert [s["name"] for s in repo["sensors"]] == ["fetch_runs_reconciliation_sensor"]
+
+
+def test_terminated_partition_run_keeps_its_pages_and_the_next_run_resumes_without_duplicates_or_gaps(
+    stack, boorus, catalog
+):
+    danbooru = boorus[0]
+    danbooru.state.delay_s = 0.5  # 50 posts a page: six pages, slow enough to terminate mid-way
+    day = BOORU_DAYS[0]
+    run_id = stack.launch("danbooru_ingestion", tags={"dagster/partition": day})
+    wait_for(lambda: any(r["dagster_run_id"] == run_id and r["pages_committed"] >= 2 for r in fetch_runs(catalog)),
+             60, "two committed pages")
+
+    stack.client.terminate_run(run_id)
+
+    cancelled = _wait_row(catalog, run_id, "cancelled", 30)
+    committed = cancelled["records_created"]
+    assert 100 <= committed < BOORU_POSTS
+    danbooru.state.delay_s = 0
+    resumed_id = stack.launch("danbooru_ingestion", tags={"dagster/partition": day})
+    [resumed] = stack.wait_finished([resumed_id])
+    assert resumed.status == dg.DagsterRunStatus.SUCCESS
+    row = _wait_row(catalog, resumed_id, "completed", 10)
+    assert row["records_created"] == BOORU_POSTS - committed and row["records_updated"] == 0
+    ids = [r["post_id"] for r in rows(catalog, "SELECT post_id FROM posts WHERE source = 'danbooru'")]
+    assert len(ids) == len(set(ids)) == BOORU_POSTS
+
+
+LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+
+
+def _asset_backfill(stack, source: str) -> list[dg.DagsterRun]:
+    data = stack.graphql(LAUNCH_BACKFILL, params={
+        "assetSelection": [{"path": [source, "posts"]}], "partitionNames": BOORU_DAYS, "title": f"{source} e2e"})
+    assert data["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", data
+    backfill_id = data["launchPartitionBackfill"]["backfillId"]
+
+    def done():
+        backfill = stack.instance.get_backfill(backfill_id)
+        return backfill is not None and backfill.status.value.startswith("COMPLETED")
+
+    wait_for(done, 240, f"backfill {backfill_id} to complete", interval=2)
+    records = stack.instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    return sorted((r.dagster_run for r in records), key=lambda run: run.run_id)
+
+
+def test_backfill_runs_one_run_at_a_time_per_source_or_in_chunks_by_policy(stack, boorus, catalog):
+    # Danbooru is configured with one day per run: three runs, one at a time.
+    danbooru_runs = _asset_backfill(stack, "danbooru")
+    assert len(danbooru_runs) == 3 and {r.status for r in danbooru_runs} == {dg.DagsterRunStatus.SUCCESS}
+    records = stack.instance.get_run_records(filters=dg.RunsFilter(run_ids=[r.run_id for r in danbooru_runs]))
+    assert _intervals_disjoint([(r.start_time, r.end_time) for r in records])
+    # e621 keeps the default policy, seven days per run: the three days arrive in one run.
+    [e621_run] = _asset_backfill(stack, "e621")
+    assert e621_run.status == dg.DagsterRunStatus.SUCCESS
+    [row] = [r for r in fetch_runs(catalog, "e621") if r["dagster_run_id"] == e621_run.run_id]
+    assert row["partition_key"] == f"{BOORU_DAYS[0]}...{BOORU_DAYS[-1]}"
+    assert row["records_created"] == BOORU_POSTS * 3
