@@ -67,6 +67,8 @@ class PageLoop:
         self.on_page = on_page
         self.totals = Counts()
         self._written_references: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+        self._touched_tables: set[sa.Table] = set()
+        self._analyzed_at = 100
         self._enriches = type(run).enrich is not SourceRun.enrich
 
     def run_all(self) -> Counts:
@@ -78,7 +80,25 @@ class PageLoop:
             )
             if self.on_page is not None:
                 self.on_page(page, counts, self.totals)
+            self._refresh_statistics_when_grown()
         return self.totals
+
+    def _refresh_statistics_when_grown(self) -> None:
+        """ANALYZE the tables this run filled each time its created rows pass a power of ten.
+
+        A first load into an empty table leaves the planner without statistics until autovacuum
+        catches up, and it then answers "which of these 200 ids exist?" by scanning every row of
+        the source (36 ms a page at 100,000 posts instead of 1 ms).
+        """
+        created = self.totals.records_created
+        if created < 1000 or created < self._analyzed_at * 10:
+            return
+        self._analyzed_at = created
+        tables = [self.table, *self._touched_tables]
+        with self.engine.begin() as conn:
+            for table in tables:
+                conn.exec_driver_sql(f'ANALYZE "{table.name}"')
+        self.log.debug(kv("tables_analyzed", source=self.spec.name, tables=",".join(t.name for t in tables)))
 
     def commit(self, page: Page) -> Counts:
         counts = Counts(records_fetched=len(page.records), pages_committed=1)
@@ -103,6 +123,7 @@ class PageLoop:
             upsert_rows(conn, self.table, [r for r in stamped if r["external_id"] in existed])
             for reference_table, reference_rows in references.items():
                 upsert_references(conn, reference_table, reference_rows, now)
+            self._touched_tables.update(references, children)
             updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
             for child_table, child_rows in children.items():
                 replace_children(conn, child_table, self.spec.name, updated_parents, child_rows)
