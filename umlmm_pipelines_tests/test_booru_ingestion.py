@@ -106,8 +106,9 @@ def test_one_edited_post_is_exactly_one_update_and_its_removed_tag_is_unlinked(s
 
     latest = fetch_runs(sqlite_url, site.name)[-1]
     assert (latest["records_updated"], latest["records_unchanged"]) == (1, POSTS - 1)
-    query = "SELECT tag FROM post_tags WHERE source = :s AND post_external_id = :p"
-    linked = {r["tag"] for r in rows(sqlite_url, query, s=site.name, p=str(post_id))}
+    query = ("SELECT t.name AS tag FROM post_tags pt JOIN tags t ON t.id = pt.tag_id "
+             "WHERE pt.source = :s AND pt.post_id = :p")
+    linked = {r["tag"] for r in rows(sqlite_url, query, s=site.name, p=post_id)}
     assert dropped not in linked and "brand_new_tag" in linked and set(kept) <= linked
     [tag] = rows(sqlite_url, "SELECT category FROM tags WHERE source = :s AND name = 'brand_new_tag'", s=site.name)
     assert tag["category"] == "general"

@@ -278,8 +278,12 @@ def e621_post(post_id: int) -> dict[str, Any]:
 
 
 def link_pairs(mapped: Any) -> list[tuple[str, str]]:
-    """The post's tag links as sorted (tag, category) pairs; a duplicate link stays visible."""
-    return sorted((link["tag"], link["category"]) for link in mapped.children[post_tags])
+    """The post's tag links as sorted (tag, category) pairs; a duplicate link stays visible.
+
+    A link names its tag; the tag's category travels with the tag row it resolves to.
+    """
+    category = {row["name"]: row["category"] for row in mapped.references[tags]}
+    return sorted((link["tag"], category[link["tag"]]) for link in mapped.children[post_tags])
 
 
 def tag_pairs(mapped: Any) -> list[tuple[str, str]]:
@@ -515,7 +519,7 @@ def test_danbooru_tag_rows_match_the_links(post_id: int) -> None:
 
 def test_danbooru_link_and_tag_rows_carry_only_their_columns() -> None:
     mapped = map_danbooru(danbooru_post(DANBOORU_NORMAL))
-    assert all(set(link) == {"tag", "category"} for link in mapped.children[post_tags])
+    assert all(set(link) == {"tag"} for link in mapped.children[post_tags])
     assert all(set(row) == {"name", "category"} for row in mapped.references[tags])
 
 

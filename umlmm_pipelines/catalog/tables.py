@@ -103,16 +103,28 @@ def entity_table(name: str, *columns: sa.Column | sa.Index | sa.Constraint) -> s
     )
 
 
-def child_table(name: str, parent_column: str, *columns: sa.Column | sa.Index | sa.Constraint) -> sa.Table:
-    """Rows owned by one entity row (``parent_column`` holds its external_id), replaced with it."""
+def child_table(
+    name: str,
+    parent_column: str,
+    *columns: sa.Column | sa.Index | sa.Constraint,
+    parent_type: sa.types.TypeEngine = sa.String(512),
+    resolve: dict[str, tuple[sa.Table, str]] | None = None,
+) -> sa.Table:
+    """Rows owned by one entity row (``parent_column`` holds its external_id), replaced with it.
+
+    ``resolve`` maps a key of the mapped child rows to ``(reference table, id column)``: the
+    mapping names a shared row by its natural key (a tag name) and the row stores that shared
+    row's integer id, which keeps link tables and their indexes narrow.
+    """
     table = sa.Table(
         name,
         metadata,
         sa.Column("source", sa.String(32), nullable=False),
-        sa.Column(parent_column, sa.String(512), nullable=False),
+        sa.Column(parent_column, parent_type, nullable=False),
         *columns,
     )
     table.info["parent_column"] = parent_column
+    table.info["resolve"] = dict(resolve or {})
     return table
 
 

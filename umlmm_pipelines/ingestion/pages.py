@@ -7,6 +7,7 @@ totals, so a killed or cancelled run leaves whole pages and counts that match th
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,30 @@ class _Candidate:
     existed: bool
 
 
+@dataclass
+class _Prepared:
+    """A page ready to be written: its counts so far and the rows the write will send."""
+
+    page: Page
+    counts: Counts
+    candidates: list[_Candidate]
+    rows: list[dict[str, Any]]
+    children: dict[sa.Table, list[dict[str, Any]]]
+    references: dict[sa.Table, list[dict[str, Any]]]
+    existed: set[str]
+
+    def overlaps(self, page: Page, run: SourceRun) -> bool:
+        """Whether the next page repeats a record of this one (then it must see this write)."""
+        ids = {c.external_id for c in self.candidates}
+        for record in page.records:
+            try:
+                if str(run.external_id(record)) in ids:
+                    return True
+            except Exception:  # noqa: BLE001 - unidentifiable records are failed later, not here
+                continue
+        return False
+
+
 class PageLoop:
     """Runs one source's pages into the catalog and keeps the fetch_runs row current."""
 
@@ -68,20 +93,46 @@ class PageLoop:
         self.totals = Counts()
         self._written_references: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
         self._touched_tables: set[sa.Table] = set()
+        self._reference_ids: dict[tuple[str, tuple[Any, ...]], int] = {}
         self._analyzed_at = 100
         self._enriches = type(run).enrich is not SourceRun.enrich
 
     def run_all(self) -> Counts:
-        for number, page in enumerate(self.run.pages(), start=1):
-            counts = self.commit(page)
-            self.log.info(
-                kv("page_committed", source=self.spec.name, page=number, label=page.label,
-                   **counts.as_dict(), total_fetched=self.totals.records_fetched)
-            )
-            if self.on_page is not None:
-                self.on_page(page, counts, self.totals)
-            self._refresh_statistics_when_grown()
+        """Fetch, classify and map page N+1 while page N is written by a writer thread.
+
+        The database round trips of a write (COPY, upserts, commit) release the GIL, so they
+        overlap with the next page's parsing and mapping. Pages still commit strictly in order,
+        one at a time; a page whose ids overlap the page being written waits for that write
+        before it is classified, so the overlap never changes what is counted.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.spec.name}-writer") as writer:
+            in_flight: tuple[int, _Prepared, Future[Counts]] | None = None
+            try:
+                for number, page in enumerate(self.run.pages(), start=1):
+                    if in_flight is not None and in_flight[1].overlaps(page, self.run):
+                        self._finish(*in_flight)
+                        in_flight = None
+                    prepared = self.prepare(page)
+                    if in_flight is not None:
+                        self._finish(*in_flight)
+                    in_flight = (number, prepared, writer.submit(self.write, prepared))
+                if in_flight is not None:
+                    self._finish(*in_flight)
+                    in_flight = None
+            finally:
+                if in_flight is not None:  # stopped early: let the page being written commit or roll back
+                    wait([in_flight[2]], timeout=60)
         return self.totals
+
+    def _finish(self, number: int, prepared: _Prepared, write: Future[Counts]) -> None:
+        counts = write.result()
+        self.log.info(
+            kv("page_committed", source=self.spec.name, page=number, label=prepared.page.label,
+               **counts.as_dict(), total_fetched=self.totals.records_fetched)
+        )
+        if self.on_page is not None:
+            self.on_page(prepared.page, counts, self.totals)
+        self._refresh_statistics_when_grown()
 
     def _refresh_statistics_when_grown(self) -> None:
         """ANALYZE the tables this run filled each time its created rows pass a power of ten.
@@ -101,6 +152,11 @@ class PageLoop:
         self.log.debug(kv("tables_analyzed", source=self.spec.name, tables=",".join(t.name for t in tables)))
 
     def commit(self, page: Page) -> Counts:
+        """Prepare and write one page in this thread."""
+        return self.write(self.prepare(page))
+
+    def prepare(self, page: Page) -> _Prepared:
+        """Key, hash and classify the page's records, then enrich and map the changed ones."""
         counts = Counts(records_fetched=len(page.records), pages_committed=1)
         candidates = self._identify(page, counts)
         with self.engine.begin() as conn:
@@ -115,6 +171,12 @@ class PageLoop:
                 changed.append(candidate)
         rows, children, references = self._map(changed, counts)
         existed = {c.external_id for c in changed if c.existed}
+        return _Prepared(page, counts, candidates, rows, children, references, existed)
+
+    def write(self, prepared: _Prepared) -> Counts:
+        """Commit one prepared page, its cursor and the run's totals in a single transaction."""
+        page, counts, candidates = prepared.page, prepared.counts, prepared.candidates
+        rows, children, references, existed = prepared.rows, prepared.children, prepared.references, prepared.existed
         now = utcnow()
         stamped = [{**row, "updated_at": now, "first_seen_at": now} for row in rows]
         with self.engine.begin() as conn:
@@ -122,8 +184,10 @@ class PageLoop:
             insert_rows(conn, self.table, [r for r in stamped if r["external_id"] not in existed])
             upsert_rows(conn, self.table, [r for r in stamped if r["external_id"] in existed])
             for reference_table, reference_rows in references.items():
-                upsert_references(conn, reference_table, reference_rows, now)
+                ids = upsert_references(conn, reference_table, reference_rows, now)
+                self._reference_ids.update({(reference_table.name, k): v for k, v in ids.items()})
             self._touched_tables.update(references, children)
+            children = {table: self._resolve(table, child_rows) for table, child_rows in children.items()}
             updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
             for child_table, child_rows in children.items():
                 replace_children(conn, child_table, self.spec.name, updated_parents, child_rows)
@@ -195,8 +259,9 @@ class PageLoop:
             )
             for table, child_rows in mapped.children.items():
                 parent_column = table.info["parent_column"]
+                parent = _typed(table.c[parent_column], candidate.external_id)
                 children.setdefault(table, []).extend(
-                    {**child, "source": self.spec.name, parent_column: candidate.external_id} for child in child_rows
+                    {**child, "source": self.spec.name, parent_column: parent} for child in child_rows
                 )
             for table, reference_rows in mapped.references.items():
                 self._collect_references(table, reference_rows, references.setdefault(table, {}))
@@ -205,6 +270,19 @@ class PageLoop:
             else:
                 counts.records_created += 1
         return rows, children, {table: list(found.values()) for table, found in references.items() if found}
+
+    def _resolve(self, table: sa.Table, child_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Replace the natural keys that child rows name (a tag name) by the shared row's id."""
+        resolve = table.info.get("resolve") or {}
+        if not resolve:
+            return child_rows
+        source = self.spec.name
+        for key, (reference_table, id_column) in resolve.items():
+            ids = self._reference_ids
+            name = reference_table.name
+            for row in child_rows:
+                row[id_column] = ids[(name, (source, row.pop(key)))]
+        return child_rows
 
     def _collect_references(
         self, table: sa.Table, reference_rows: list[dict[str, Any]], found: dict[tuple[Any, ...], dict[str, Any]]
@@ -222,6 +300,11 @@ class PageLoop:
     def _fail(self, counts: Counts, candidate: _Candidate, reason: str) -> None:
         counts.records_failed += 1
         self.log.warning(kv("record_failed", source=self.spec.name, id=candidate.external_id, reason=reason))
+
+
+def _typed(column: sa.Column, external_id: str) -> Any:
+    """The parent key as the child column stores it (integer ids for integer link tables)."""
+    return int(external_id) if isinstance(column.type, sa.Integer) else external_id
 
 
 def _guess_id(record: Any) -> str:

@@ -66,13 +66,17 @@ tags = reference_table(
     sa.Column("category", sa.String(16), nullable=False),
 )
 
+#: One row per (post, tag). Integer keys: a first load writes ~25 links per post, and narrow rows
+#: with integer indexes are what keeps that affordable. ``tag_id`` implies the source (tags are
+#: per source), so (post_id, tag_id) is unique across sites.
 post_tags = child_table(
     "post_tags",
-    "post_external_id",
-    sa.Column("tag", sa.String(255), nullable=False),
-    sa.Column("category", sa.String(16), nullable=False),
-    sa.PrimaryKeyConstraint("source", "post_external_id", "tag"),
-    sa.Index("ix_post_tags_source_tag", "source", "tag"),
+    "post_id",
+    sa.Column("tag_id", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("post_id", "tag_id"),
+    sa.Index("ix_post_tags_tag_id", "tag_id"),
+    parent_type=sa.BigInteger(),
+    resolve={"tag": (tags, "tag_id")},
 )
 
 
@@ -214,5 +218,5 @@ def tag_rows(by_category: dict[str, list[str]]) -> tuple[list[dict[str, Any]], l
     for category, names in by_category.items():
         for name in names:
             links.setdefault(name, category)
-    link_rows = [{"tag": name, "category": category} for name, category in links.items()]
+    link_rows = [{"tag": name} for name in links]
     return link_rows, [{"name": name, "category": category} for name, category in links.items()]

@@ -19,14 +19,12 @@ def upgrade() -> None:
     op.create_table(
         "post_tags",
         sa.Column("source", sa.String(length=32), nullable=False),
-        sa.Column("post_external_id", sa.String(length=512), nullable=False),
-        sa.Column("tag", sa.String(length=255), nullable=False),
-        sa.Column("category", sa.String(length=16), nullable=False),
-        sa.PrimaryKeyConstraint("source", "post_external_id", "tag", name=op.f("pk_post_tags")),
-        info={"parent_column": "post_external_id"},
+        sa.Column("post_id", sa.BigInteger(), nullable=False),
+        sa.Column("tag_id", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("post_id", "tag_id", name=op.f("pk_post_tags")),
     )
     with op.batch_alter_table("post_tags", schema=None) as batch_op:
-        batch_op.create_index("ix_post_tags_source_tag", ["source", "tag"], unique=False)
+        batch_op.create_index("ix_post_tags_tag_id", ["tag_id"], unique=False)
 
     op.create_table(
         "posts",
@@ -90,7 +88,6 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tags")),
         sa.UniqueConstraint("source", "name", name=op.f("uq_tags_source_name")),
-        info={"natural_key": ("source", "name")},
     )
 
 
@@ -102,6 +99,6 @@ def downgrade() -> None:
 
     op.drop_table("posts")
     with op.batch_alter_table("post_tags", schema=None) as batch_op:
-        batch_op.drop_index("ix_post_tags_source_tag")
+        batch_op.drop_index("ix_post_tags_tag_id")
 
     op.drop_table("post_tags")
