@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from umlmm_pipelines.catalog.tables import Timestamp, child_table, entity_table, reference_table
 from umlmm_pipelines.ingestion.http import HttpSettings, PoliteClient
-from umlmm_pipelines.ingestion.source import Page, Record, RunInputs, SourceError, SourceRun
+from umlmm_pipelines.ingestion.source import Page, Record, RunInputs, SourceError, SourceRun, SourceSpec
 
 #: Above any real post id: the first page of a walk is ``b<this>``, so every page is keyset-paged.
 TOP_OF_KEYSET = 2_147_483_647
@@ -188,6 +188,24 @@ class BooruRun(SourceRun):
 
     def close(self) -> None:
         self.client.close()
+
+
+def booru_source(
+    name: str, display_name: str, description: str, settings_model: type[BooruSettings], run_factory: type[BooruRun]
+) -> SourceSpec:
+    """The spec of an image board: the shared posts table, daily partitions, chunked backfills."""
+    return SourceSpec(
+        name=name,
+        display_name=display_name,
+        asset_name="posts",
+        description=description,
+        settings_model=settings_model,
+        table=posts,
+        run_factory=run_factory,
+        partitions=daily_partitions,
+        backfill_policy=backfill_policy,
+        scheduled_partitions=scheduled_days,
+    )
 
 
 def _post_id(record: Record) -> int | None:

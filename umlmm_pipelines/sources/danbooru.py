@@ -11,16 +11,13 @@ from typing import Any
 
 from pydantic import Field
 
-from umlmm_pipelines.ingestion.source import MappedRecord, Record, SourceError, SourceSpec
+from umlmm_pipelines.ingestion.source import MappedRecord, Record, SourceError
 from umlmm_pipelines.sources._booru import (
     BooruRun,
     BooruSettings,
-    backfill_policy,
-    daily_partitions,
+    booru_source,
     parse_time,
     post_tags,
-    posts,
-    scheduled_days,
     tag_rows,
     tags,
     whole,
@@ -89,18 +86,13 @@ def map_post(post: Record) -> MappedRecord:
     return MappedRecord(row=row, children={post_tags: links}, references={tags: tag_list})
 
 
-SOURCE = SourceSpec(
+SOURCE = booru_source(
     name="danbooru",
     display_name="Danbooru",
-    asset_name="posts",
     description=(
         "Danbooru posts and tags by upload day (UTC): /posts.json?tags=<filter> date:<day>, paged with b<id>. "
         "Deleted and banned posts are kept with their flags."
     ),
     settings_model=DanbooruSettings,
-    table=posts,
     run_factory=DanbooruRun,
-    partitions=daily_partitions,
-    backfill_policy=backfill_policy,
-    scheduled_partitions=scheduled_days,
 )

@@ -13,16 +13,13 @@ from typing import Any
 from pydantic import Field
 
 from umlmm_pipelines.ingestion.http import DEFAULT_USER_AGENT
-from umlmm_pipelines.ingestion.source import MappedRecord, Record, SourceError, SourceSpec
+from umlmm_pipelines.ingestion.source import MappedRecord, Record, SourceError
 from umlmm_pipelines.sources._booru import (
     BooruRun,
     BooruSettings,
-    backfill_policy,
-    daily_partitions,
+    booru_source,
     parse_time,
     post_tags,
-    posts,
-    scheduled_days,
     tag_rows,
     tags,
     whole,
@@ -99,18 +96,13 @@ def map_post(post: Record) -> MappedRecord:
     return MappedRecord(row=row, children={post_tags: links}, references={tags: tag_list})
 
 
-SOURCE = SourceSpec(
+SOURCE = booru_source(
     name="e621",
     display_name="e621",
-    asset_name="posts",
     description=(
         "e621 posts and tags by upload day (UTC): /posts.json?tags=<filter> date:<day>, paged with b<id>, "
         "1 request/s by default and never above 2, with a descriptive User-Agent."
     ),
     settings_model=E621Settings,
-    table=posts,
     run_factory=E621Run,
-    partitions=daily_partitions,
-    backfill_policy=backfill_policy,
-    scheduled_partitions=scheduled_days,
 )
