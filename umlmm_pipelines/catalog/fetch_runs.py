@@ -78,15 +78,18 @@ def insert_queued(
 
 
 def try_mark_running(engine: sa.Engine, fetch_run_id: int) -> bool:
-    """Take the source's guard; False when another run of the source holds it."""
-    now = utcnow()
+    """Take the source's guard; False when another run of the source holds it.
+
+    ``started_at`` is stamped only after the status change went through: that change may have
+    waited for the previous holder's commit, so a time read earlier could precede its
+    ``ended_at`` and make two runs look overlapping.
+    """
     try:
         with engine.begin() as conn:
-            conn.execute(
-                sa.update(fetch_runs)
-                .where(fetch_runs.c.id == fetch_run_id)
-                .values(status="running", started_at=now, heartbeat_at=now)
-            )
+            statement = sa.update(fetch_runs).where(fetch_runs.c.id == fetch_run_id)
+            conn.execute(statement.values(status="running"))
+            now = utcnow()
+            conn.execute(statement.values(started_at=now, heartbeat_at=now))
         return True
     except sa.exc.IntegrityError:
         return False

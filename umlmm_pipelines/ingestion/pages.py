@@ -257,12 +257,14 @@ class PageLoop:
                     "fetch_run_id": self.fetch_run_id,
                 }
             )
+            source = self.spec.name
             for table, child_rows in mapped.children.items():
                 parent_column = table.info["parent_column"]
                 parent = _typed(table.c[parent_column], candidate.external_id)
-                children.setdefault(table, []).extend(
-                    {**child, "source": self.spec.name, parent_column: parent} for child in child_rows
-                )
+                for child in child_rows:  # rows fresh from the mapping: completed in place, not copied
+                    child["source"] = source
+                    child[parent_column] = parent
+                children.setdefault(table, []).extend(child_rows)
             for table, reference_rows in mapped.references.items():
                 self._collect_references(table, reference_rows, references.setdefault(table, {}))
             if candidate.existed:
@@ -287,15 +289,21 @@ class PageLoop:
     def _collect_references(
         self, table: sa.Table, reference_rows: list[dict[str, Any]], found: dict[tuple[Any, ...], dict[str, Any]]
     ) -> None:
-        """Keep each shared row once per page, and skip rows this run already wrote unchanged."""
-        key_columns = table.info["natural_key"]
+        """Keep each shared row once per page, and skip rows this run already wrote unchanged.
+
+        Most tags of a page were written by an earlier page of the run, so the check runs before
+        any row is built; it compares the mapping's values with what was written.
+        """
+        source = self.spec.name
+        own_key = table.info["natural_key"][1:]  # the key after "source"
+        written = self._written_references
+        name = table.name
         for reference in reference_rows:
-            row = {**reference, "source": self.spec.name}
-            key = tuple(row[c] for c in key_columns)
-            cache_key = (table.name, key)
-            if self._written_references.get(cache_key) == row:
+            key = (source, *(reference[c] for c in own_key))
+            previous = written.get((name, key))
+            if previous is not None and all(previous.get(c) == v for c, v in reference.items()):
                 continue
-            found[key] = row
+            found[key] = {**reference, "source": source}
 
     def _fail(self, counts: Counts, candidate: _Candidate, reason: str) -> None:
         counts.records_failed += 1
