@@ -77,7 +77,6 @@ def ingest(
             raise SourceError(f"{spec.display_name}: {spec.not_implemented_reason}")
         inputs = RunInputs(
             settings=settings,
-            partition_key=partition_keys[0] if len(partition_keys) == 1 else None,
             partition_keys=partition_keys,
             log=context.log,
             read_cursor=lambda scope: read_cursor(recorder.engine, spec.name, scope),

@@ -6,7 +6,6 @@ totals, so a killed or cancelled run leaves whole pages and counts that match th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +78,6 @@ class PageLoop:
         engine: sa.Engine,
         fetch_run_id: int,
         log: Any,
-        on_page: Callable[[Page, Counts, Counts], None] | None = None,
     ) -> None:
         if spec.table is None:
             raise ValueError(f"{spec.display_name}: no catalog table declared")
@@ -89,7 +87,6 @@ class PageLoop:
         self.engine = engine
         self.fetch_run_id = fetch_run_id
         self.log = log
-        self.on_page = on_page
         self.totals = Counts()
         self._written_references: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
         self._touched_tables: set[sa.Table] = set()
@@ -130,8 +127,6 @@ class PageLoop:
             kv("page_committed", source=self.spec.name, page=number, label=prepared.page.label,
                **counts.as_dict(), total_fetched=self.totals.records_fetched)
         )
-        if self.on_page is not None:
-            self.on_page(prepared.page, counts, self.totals)
         self._refresh_statistics_when_grown()
 
     def _refresh_statistics_when_grown(self) -> None:
@@ -150,10 +145,6 @@ class PageLoop:
             for table in tables:
                 conn.exec_driver_sql(f'ANALYZE "{table.name}"')
         self.log.debug(kv("tables_analyzed", source=self.spec.name, tables=",".join(t.name for t in tables)))
-
-    def commit(self, page: Page) -> Counts:
-        """Prepare and write one page in this thread."""
-        return self.write(self.prepare(page))
 
     def prepare(self, page: Page) -> _Prepared:
         """Key, hash and classify the page's records, then enrich and map the changed ones."""

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import dagster as dg
 import orjson
@@ -68,7 +68,6 @@ class RunInputs:
     """What a source's run gets from the mechanism: settings, the partition, logging, cursors."""
 
     settings: BaseModel
-    partition_key: str | None
     partition_keys: Sequence[str]
     log: Any
     read_cursor: Callable[[str], str | None]
@@ -108,10 +107,6 @@ class SourceRun(ABC):
     def map(self, record: Record) -> MappedRecord:
         """Normalized columns for a record; raise :class:`RecordError` (or any error) to skip it."""
 
-    def parameters(self) -> dict[str, Any]:
-        """Run parameters for fetch_runs; secrets must not appear here."""
-        return {}
-
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients."""
 
@@ -135,8 +130,6 @@ class SourceSpec:
     scheduled_partitions: Callable[[Any, datetime], list[str]] | None = None
     not_implemented_reason: str = "ingestion for this source is not implemented yet"
 
-    SOURCE_TAG: ClassVar[str] = "umlmm/source"
-
     @property
     def asset_key(self) -> dg.AssetKey:
         return dg.AssetKey([self.name, self.asset_name])
@@ -157,7 +150,8 @@ class SourceSpec:
         return self.run_factory is not None and self.table is not None
 
 
-SOURCE_TAG = SourceSpec.SOURCE_TAG
+#: The run tag every run of a source's job carries (the run queue limits runs per value).
+SOURCE_TAG = "umlmm/source"
 
 
 def content_hash(value: Any) -> str:

@@ -183,9 +183,6 @@ class BooruRun(SourceRun):
             raise ValueError(f"post id {post_id!r} is not an integer")
         return str(post_id)
 
-    def parameters(self) -> dict[str, Any]:
-        return {"tags": self.settings.tags, "page_size": self.settings.page_size}
-
     def close(self) -> None:
         self.client.close()
 
