@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from umlmm_pipelines.catalog.tables import Timestamp, child_table, entity_table, reference_table
 from umlmm_pipelines.ingestion.http import HttpSettings, PoliteClient
-from umlmm_pipelines.ingestion.source import Page, Record, RunInputs, SourceError, SourceRun, SourceSpec
+from umlmm_pipelines.ingestion.source import MappedRecord, Page, Record, RunInputs, SourceError, SourceRun, SourceSpec
 
 #: Above any real post id: the first page of a walk is ``b<this>``, so every page is keyset-paged.
 TOP_OF_KEYSET = 2_147_483_647
@@ -225,6 +225,25 @@ def whole(value: Any, field: str) -> int | None:
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise ValueError(f"{field} is {value!r}, not an integer")
+
+
+def mapped_post(post: Record, by_category: dict[str, list[str]], columns: dict[str, Any]) -> MappedRecord:
+    """A post's row with the columns both sites share, its tag links and its tags.
+
+    ``columns`` are the site-specific columns; a site that reports no tag count (e621) gets
+    the number of tags linked.
+    """
+    posted_at = parse_time(post.get("created_at"))
+    links, tag_list = tag_rows(by_category)
+    row = {
+        "post_id": post["id"],
+        "upload_date": posted_at.date() if posted_at else None,
+        "posted_at": posted_at,
+        "edited_at": parse_time(post.get("updated_at")),
+        **columns,
+    }
+    row.setdefault("tag_count", len(links))
+    return MappedRecord(row=row, children={post_tags: links}, references={tags: tag_list})
 
 
 def tag_rows(by_category: dict[str, list[str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

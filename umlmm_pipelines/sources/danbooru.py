@@ -16,10 +16,7 @@ from umlmm_pipelines.sources._booru import (
     BooruRun,
     BooruSettings,
     booru_source,
-    parse_time,
-    post_tags,
-    tag_rows,
-    tags,
+    mapped_post,
     whole,
 )
 
@@ -47,17 +44,11 @@ class DanbooruRun(BooruRun):
 
 def map_post(post: Record) -> MappedRecord:
     """Columns for one Danbooru post, its tag links and its tags with their categories."""
-    posted_at = parse_time(post.get("created_at"))
     by_category = {c: str(post.get(f"tag_string_{c}") or "").split() for c in CATEGORIES}
     if not any(by_category.values()) and post.get("tag_string"):
         by_category = {"general": str(post["tag_string"]).split()}
-    links, tag_list = tag_rows(by_category)
     media = post.get("media_asset") or {}
-    row: dict[str, Any] = {
-        "post_id": post["id"],
-        "upload_date": posted_at.date() if posted_at else None,
-        "posted_at": posted_at,
-        "edited_at": parse_time(post.get("updated_at")),
+    columns: dict[str, Any] = {
         "rating": post.get("rating"),
         "score": whole(post.get("score"), "score"),
         "up_score": whole(post.get("up_score"), "up_score"),
@@ -83,7 +74,7 @@ def map_post(post: Record) -> MappedRecord:
         "is_flagged": post.get("is_flagged"),
         "change_seq": None,
     }
-    return MappedRecord(row=row, children={post_tags: links}, references={tags: tag_list})
+    return mapped_post(post, by_category, columns)
 
 
 SOURCE = booru_source(

@@ -18,10 +18,7 @@ from umlmm_pipelines.sources._booru import (
     BooruRun,
     BooruSettings,
     booru_source,
-    parse_time,
-    post_tags,
-    tag_rows,
-    tags,
+    mapped_post,
     whole,
 )
 
@@ -53,7 +50,6 @@ class E621Run(BooruRun):
 
 def map_post(post: Record) -> MappedRecord:
     """Columns for one e621 post (legacy JSON), its tag links and its tags with their categories."""
-    posted_at = parse_time(post.get("created_at"))
     file = post.get("file") or {}
     score = post.get("score") or {}
     flags = post.get("flags") or {}
@@ -61,13 +57,8 @@ def map_post(post: Record) -> MappedRecord:
     raw_tags = post.get("tags") or {}
     by_category = {c: list(raw_tags.get(c) or []) for c in CATEGORIES}
     by_category.update({c: list(v or []) for c, v in raw_tags.items() if c not in by_category})
-    links, tag_list = tag_rows(by_category)
     sources = post.get("sources") or []
-    row: dict[str, Any] = {
-        "post_id": post["id"],
-        "upload_date": posted_at.date() if posted_at else None,
-        "posted_at": posted_at,
-        "edited_at": parse_time(post.get("updated_at")),
+    columns: dict[str, Any] = {
         "rating": post.get("rating"),
         "score": whole(score.get("total"), "score"),
         "up_score": whole(score.get("up"), "up_score"),
@@ -86,14 +77,13 @@ def map_post(post: Record) -> MappedRecord:
         "parent_id": whole(relationships.get("parent_id"), "parent_id"),
         "uploader_id": whole(post.get("uploader_id"), "uploader_id"),
         "approver_id": whole(post.get("approver_id"), "approver_id"),
-        "tag_count": len(links),
         "is_deleted": flags.get("deleted"),
         "is_banned": None,  # e621 has no banned state; hidden posts are deleted ones
         "is_pending": flags.get("pending"),
         "is_flagged": flags.get("flagged"),
         "change_seq": whole(post.get("change_seq"), "change_seq"),
     }
-    return MappedRecord(row=row, children={post_tags: links}, references={tags: tag_list})
+    return mapped_post(post, by_category, columns)
 
 
 SOURCE = booru_source(
