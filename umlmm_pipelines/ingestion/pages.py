@@ -55,6 +55,7 @@ class _Prepared:
     children: dict[sa.Table, list[dict[str, Any]]]
     references: dict[sa.Table, list[dict[str, Any]]]
     existed: set[str]
+    table: sa.Table
 
     def overlaps(self, page: Page, run: SourceRun) -> bool:
         """Whether the next page repeats a record of this one (then it must see this write)."""
@@ -150,8 +151,9 @@ class PageLoop:
         """Key, hash and classify the page's records, then enrich and map the changed ones."""
         counts = Counts(records_fetched=len(page.records), pages_committed=1)
         candidates = self._identify(page, counts)
+        table = page.table if page.table is not None else self.table
         with self.engine.begin() as conn:
-            state = existing_state(conn, self.table, self.spec.name, [c.external_id for c in candidates])
+            state = existing_state(conn, table, self.spec.name, [c.external_id for c in candidates])
         changed: list[_Candidate] = []
         for candidate in candidates:
             known = state.get(candidate.external_id)
@@ -162,18 +164,21 @@ class PageLoop:
                 changed.append(candidate)
         rows, children, references = self._map(changed, counts)
         existed = {c.external_id for c in changed if c.existed}
-        return _Prepared(page, counts, candidates, rows, children, references, existed)
+        return _Prepared(page, counts, candidates, rows, children, references, existed, table)
 
     def write(self, prepared: _Prepared) -> Counts:
         """Commit one prepared page, its cursor and the run's totals in a single transaction."""
         page, counts, candidates = prepared.page, prepared.counts, prepared.candidates
         rows, children, references, existed = prepared.rows, prepared.children, prepared.references, prepared.existed
+        table = prepared.table
+        if table is not self.table:
+            self._touched_tables.add(table)
         now = utcnow()
         stamped = [{**row, "updated_at": now, "first_seen_at": now} for row in rows]
         with self.engine.begin() as conn:
             relax_commit_durability(conn)
-            insert_rows(conn, self.table, [r for r in stamped if r["external_id"] not in existed])
-            upsert_rows(conn, self.table, [r for r in stamped if r["external_id"] in existed])
+            insert_rows(conn, table, [r for r in stamped if r["external_id"] not in existed])
+            upsert_rows(conn, table, [r for r in stamped if r["external_id"] in existed])
             for reference_table, reference_rows in references.items():
                 ids = upsert_references(conn, reference_table, reference_rows, now)
                 self._reference_ids.update({(reference_table.name, k): v for k, v in ids.items()})
@@ -185,7 +190,7 @@ class PageLoop:
             if page.complete_scope is not None:
                 seen = [c.external_id for c in candidates]
                 counts.records_removed = mark_removed(
-                    conn, self.table, self.spec.name, page.complete_scope, seen, now, self.fetch_run_id
+                    conn, table, self.spec.name, page.complete_scope, seen, now, self.fetch_run_id
                 )
             if page.cursor is not None:
                 save_cursor(conn, self.spec.name, page.cursor[0], page.cursor[1], now, self.fetch_run_id)
