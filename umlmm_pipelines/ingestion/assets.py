@@ -71,6 +71,7 @@ def ingest(
     fetch_run = recorder.begin(context, spec.name, partition_label, parameters)
     totals = Counts()
     loop: PageLoop | None = None
+    inputs: RunInputs | None = None
     try:
         fetch_run.acquire_guard()
         if not spec.implemented or spec.run_factory is None:
@@ -95,7 +96,7 @@ def ingest(
         status = fetch_run.end_with(totals, exc)
         duration_ms = int((time.monotonic() - started) * 1000)
         line = kv("run_ended", source=spec.name, run_id=context.run_id, status=status, duration_ms=duration_ms,
-                  **totals.as_dict(), error=str(exc) or type(exc).__name__)
+                  **totals.as_dict(), **(inputs.report if inputs else {}), error=str(exc) or type(exc).__name__)
         if status == "cancelled":
             context.log.warning(line)
         else:
@@ -104,10 +105,11 @@ def ingest(
     fetch_run.complete(totals)
     duration_ms = int((time.monotonic() - started) * 1000)
     context.log.info(kv("run_ended", source=spec.name, run_id=context.run_id, status="completed",
-                        duration_ms=duration_ms, **totals.as_dict()))
+                        duration_ms=duration_ms, **totals.as_dict(), **inputs.report))
     return dg.MaterializeResult(
         metadata={
             **totals.as_dict(),
+            **inputs.report,
             "duration_ms": duration_ms,
             "fetch_run_id": fetch_run.id,
             "partition": partition_label or "",

@@ -111,6 +111,7 @@ class PageLoop:
                         self._finish(*in_flight)
                         in_flight = None
                     prepared = self.prepare(page)
+                    self.run.page_classified(page, prepared.counts)
                     if in_flight is not None:
                         self._finish(*in_flight)
                     in_flight = (number, prepared, writer.submit(self.write, prepared))

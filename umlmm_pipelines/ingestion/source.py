@@ -75,6 +75,9 @@ class RunInputs:
     log: Any
     read_cursor: Callable[[str], str | None]
     deferred_failures: list[str] = field(default_factory=list)
+    #: What the run wants the user to see beside the counts (ComfyUI: which parts could be read);
+    #: shown as materialization metadata and logged when the run ends.
+    report: dict[str, Any] = field(default_factory=dict)
 
     def defer_failure(self, message: str) -> None:
         """Record a failure that should fail the run after the other work is committed."""
@@ -105,6 +108,14 @@ class SourceRun(ABC):
     def enrich(self, record: Record) -> Record:
         """Fetch details for a new or changed record (Ollama's /api/show); default: nothing."""
         return record
+
+    def page_classified(self, page: Page, counts: Any) -> None:  # noqa: B027 - optional hook
+        """Called once a page's records are classified and mapped, before the next page is asked for.
+
+        ``counts`` (a ``catalog.fetch_runs.Counts``) holds the page's created / updated / unchanged
+        / failed figures, so an incremental walk can stop early (CivitAI stops after a page of
+        nothing new) without the fetcher ever reading the database itself.
+        """
 
     @abstractmethod
     def map(self, record: Record) -> MappedRecord:
