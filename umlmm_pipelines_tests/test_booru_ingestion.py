@@ -69,7 +69,9 @@ def test_partition_run_walks_every_page_with_keyset_paging(catalog_url, instance
     assert _count(catalog_url, "post_tags", site.name) == _expected_links(site)
     pages = [r.query for r in site.fake.state.posts_requests()]
     assert pages[0]["page"] == "b2147483647" and all(p["page"].startswith("b") for p in pages)
-    assert all(f"date:{DAY}" in p["tags"] for p in pages)
+    # The sites read date: in US Eastern (anonymous): UTC 2024-01-01 spans Eastern Dec 31 and Jan 1,
+    # and the day before is searched too, so a zone further west still leaves no gap.
+    assert all("date:2023-12-30..2024-01-01" in p["tags"] for p in pages)
     assert rows(catalog_url, "SELECT count(*) AS n FROM source_cursors WHERE source = :s", s=site.name)[0]["n"] == 0
 
 
@@ -273,3 +275,62 @@ def test_schedule_requests_today_and_yesterday_while_it_settles(sqlite_url, inst
     assert [r.partition_key for r in early.run_requests] == ["2024-03-05", "2024-03-04"]
     assert [r.partition_key for r in late.run_requests] == ["2024-03-05"]
     assert all(r.tags["umlmm/source"] == site.name for r in early.run_requests)
+
+
+def _three_utc_days_in_eastern(site: Site) -> dict[str, set[int]]:
+    """Posts on the UTC days around DAY (ids rising with time), served with date: read in US Eastern."""
+    state = site.fake.state
+    state.date_zone = "America/New_York"
+    first = min(state.post_ids())
+    before = set(state.add_synthetic_posts(100, "2023-12-31", seed=3, first_id=first - 100))
+    after = set(state.add_synthetic_posts(100, "2024-01-02", seed=4))
+    return {"2023-12-31": before, DAY: set(state.post_ids()) - before - after, "2024-01-02": after}
+
+
+def _stored_days(catalog_url, source) -> dict[int, str]:
+    found = rows(catalog_url, "SELECT post_id, upload_date FROM posts WHERE source = :s", s=source)
+    return {r["post_id"]: str(r["upload_date"]) for r in found}
+
+
+def test_a_partition_keeps_exactly_its_utc_day_when_the_site_reads_dates_in_eastern_time(
+    sqlite_url, instance, site
+):
+    days = _three_utc_days_in_eastern(site)
+
+    result = _ingest(sqlite_url, instance, site, PageSize="100")
+
+    assert result.success
+    stored = _stored_days(sqlite_url, site.name)
+    assert set(stored) == days[DAY] and set(stored.values()) == {DAY}
+    [run] = fetch_runs(sqlite_url, site.name)
+    assert (run["records_fetched"], run["records_created"]) == (POSTS, POSTS)
+    [materialization] = result.asset_materializations_for_node(f"{site.name}__posts")
+    # Jan 2 before 05:00 UTC is still Jan 1 in Eastern time: returned by the search, skipped by the run.
+    assert materialization.metadata["posts_outside_day"].value > 0
+    # The walk stops at the first page entirely before the day instead of paging through Dec 30 and 31.
+    assert len(site.fake.state.posts_requests()) <= POSTS // 100 + 4
+
+
+def test_neighbouring_partitions_cover_every_post_exactly_once(sqlite_url, instance, site):
+    days = _three_utc_days_in_eastern(site)
+
+    for day in days:
+        assert _ingest(sqlite_url, instance, site, day=day, PageSize="100").success
+
+    stored = _stored_days(sqlite_url, site.name)
+    assert {day: {i for i, d in stored.items() if d == day} for day in days} == days
+    assert sum(r["records_fetched"] for r in fetch_runs(sqlite_url, site.name)) == sum(map(len, days.values()))
+
+
+def test_a_site_writing_times_in_another_zone_than_configured_is_warned_about(sqlite_url, instance, site, capfd):
+    result = _ingest(sqlite_url, instance, site, SiteTimeZone="Asia/Tokyo")
+
+    assert result.success
+    err = capfd.readouterr().err
+    assert "writes times with offset -0500 but SiteTimeZone is Asia/Tokyo" in err
+    assert err.count("SiteTimeZone is Asia/Tokyo") == 1
+
+
+def test_an_unknown_site_time_zone_is_a_configuration_error(sqlite_url, site):
+    with pytest.raises(Exception, match="'Mars/Olympus' is not an IANA time zone"):
+        make_defs(sqlite_url, site.env(SiteTimeZone="Mars/Olympus"))

@@ -282,12 +282,12 @@ def link_pairs(mapped: Any) -> list[tuple[str, str]]:
 
     A link names its tag; the tag's category travels with the tag row it resolves to.
     """
-    category = {row["name"]: row["category"] for row in mapped.references[tags]}
-    return sorted((link["tag"], category[link["tag"]]) for link in mapped.children[post_tags])
+    category = {row["name"]: row["category"] for row in mapped.reference_rows(tags)}
+    return sorted((link["tag"], category[link["tag"]]) for link in mapped.child_rows(post_tags))
 
 
 def tag_pairs(mapped: Any) -> list[tuple[str, str]]:
-    return sorted((row["name"], row["category"]) for row in mapped.references[tags])
+    return sorted((row["name"], row["category"]) for row in mapped.reference_rows(tags))
 
 
 def expected_pairs(by_category: dict[str, list[str]]) -> list[tuple[str, str]]:
@@ -338,7 +338,7 @@ def test_danbooru_banned_post_without_md5_or_urls_is_still_mapped() -> None:
     ) == (None, None, None, None)
     assert mapped.row["post_id"] == 5055555
     assert mapped.row["width"] == 2480 and mapped.row["height"] == 3508
-    assert len(mapped.children[post_tags]) == 7
+    assert len(mapped.child_rows(post_tags)) == 7
 
 
 def test_danbooru_banned_post_trimmed_to_id_and_flag_never_raises() -> None:
@@ -347,8 +347,8 @@ def test_danbooru_banned_post_trimmed_to_id_and_flag_never_raises() -> None:
     assert mapped.row["is_banned"] is True
     assert mapped.row["md5"] is None and mapped.row["file_url"] is None
     assert mapped.row["posted_at"] is None and mapped.row["upload_date"] is None
-    assert mapped.children[post_tags] == []
-    assert mapped.references[tags] == []
+    assert mapped.child_rows(post_tags) == []
+    assert mapped.reference_rows(tags) == []
 
 
 def test_danbooru_md5_falls_back_to_the_media_asset() -> None:
@@ -519,8 +519,8 @@ def test_danbooru_tag_rows_match_the_links(post_id: int) -> None:
 
 def test_danbooru_link_and_tag_rows_carry_only_their_columns() -> None:
     mapped = map_danbooru(danbooru_post(DANBOORU_NORMAL))
-    assert all(set(link) == {"tag"} for link in mapped.children[post_tags])
-    assert all(set(row) == {"name", "category"} for row in mapped.references[tags])
+    assert all(set(link) == {"tag"} for link in mapped.child_rows(post_tags))
+    assert all(set(row) == {"name", "category"} for row in mapped.reference_rows(tags))
 
 
 def test_danbooru_without_category_strings_maps_tag_string_as_general() -> None:
@@ -661,7 +661,7 @@ def test_e621_sample_post_links_each_tag_with_its_category(post_id: int) -> None
 @pytest.mark.parametrize("post_id", [E621_VIDEO, E621_IMAGE, E621_DELETED])
 def test_e621_tag_count_is_the_number_of_tags(post_id: int) -> None:
     mapped = map_e621(e621_post(post_id))
-    assert mapped.row["tag_count"] == len(mapped.children[post_tags])
+    assert mapped.row["tag_count"] == len(mapped.child_rows(post_tags))
     assert mapped.row["tag_count"] == sum(len(v) for v in e621_post(post_id)["tags"].values())
 
 

@@ -32,6 +32,7 @@ from umlmm_pipelines.ingestion.source import (
     RecordError,
     SourceRun,
     SourceSpec,
+    as_columns,
     content_hash,
 )
 
@@ -44,6 +45,29 @@ class _Candidate:
     existed: bool
 
 
+class _ChildColumns:
+    """A page's rows for one child table, column by column, each row with its parent's key."""
+
+    def __init__(self) -> None:
+        self.parents: list[Any] = []
+        self.columns: dict[str, list[Any]] = {}
+
+    def add(self, parent: Any, columns: dict[str, list[Any]]) -> None:
+        count = len(next(iter(columns.values()))) if columns else 0
+        if not count:
+            return
+        before = len(self.parents)
+        self.parents.extend([parent] * count)
+        for name, values in columns.items():
+            column = self.columns.get(name)
+            if column is None:
+                column = self.columns[name] = [None] * before
+            column.extend(values)
+        for column in self.columns.values():  # a column this record lacks is NULL for its rows
+            if len(column) < before + count:
+                column.extend([None] * (before + count - len(column)))
+
+
 @dataclass
 class _Prepared:
     """A page ready to be written: its counts so far and the rows the write will send."""
@@ -52,7 +76,7 @@ class _Prepared:
     counts: Counts
     candidates: list[_Candidate]
     rows: list[dict[str, Any]]
-    children: dict[sa.Table, list[dict[str, Any]]]
+    children: dict[sa.Table, _ChildColumns]
     references: dict[sa.Table, list[dict[str, Any]]]
     existed: set[str]
     table: sa.Table
@@ -89,9 +113,11 @@ class PageLoop:
         self.fetch_run_id = fetch_run_id
         self.log = log
         self.totals = Counts()
-        self._written_references: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+        #: (reference table, its mapped columns) -> natural key (after "source") -> values last written.
+        self._written_references: dict[tuple[str, tuple[str, ...]], dict[Any, tuple[Any, ...]]] = {}
+        #: Reference table -> natural key (after "source") -> id.
         self._touched_tables: set[sa.Table] = set()
-        self._reference_ids: dict[tuple[str, tuple[Any, ...]], int] = {}
+        self._reference_ids: dict[str, dict[Any, int]] = {}
         self._analyzed_at = 100
         self._enriches = type(run).enrich is not SourceRun.enrich
 
@@ -175,19 +201,23 @@ class PageLoop:
         if table is not self.table:
             self._touched_tables.add(table)
         now = utcnow()
-        stamped = [{**row, "updated_at": now, "first_seen_at": now} for row in rows]
+        for row in rows:  # rows fresh from the mapping: stamped in place, not copied
+            row["updated_at"] = row["first_seen_at"] = now
+        stamped = rows
         with self.engine.begin() as conn:
             relax_commit_durability(conn)
             insert_rows(conn, table, [r for r in stamped if r["external_id"] not in existed])
             upsert_rows(conn, table, [r for r in stamped if r["external_id"] in existed])
             for reference_table, reference_rows in references.items():
                 ids = upsert_references(conn, reference_table, reference_rows, now)
-                self._reference_ids.update({(reference_table.name, k): v for k, v in ids.items()})
+                self._reference_ids.setdefault(reference_table.name, {}).update(
+                    (_own_key(k), v) for k, v in ids.items()
+                )
             self._touched_tables.update(references, children)
-            children = {table: self._resolve(table, child_rows) for table, child_rows in children.items()}
             updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
-            for child_table, child_rows in children.items():
-                replace_children(conn, child_table, self.spec.name, updated_parents, child_rows)
+            for child_table, batch in children.items():
+                columns = self._child_columns(child_table, batch)
+                replace_children(conn, child_table, self.spec.name, updated_parents, columns)
             if page.complete_scope is not None:
                 seen = [c.external_id for c in candidates]
                 counts.records_removed = mark_removed(
@@ -203,7 +233,9 @@ class PageLoop:
         for reference_table, reference_rows in references.items():
             key_columns = reference_table.info["natural_key"]
             for row in reference_rows:
-                self._written_references[(reference_table.name, tuple(row[c] for c in key_columns))] = row
+                names = tuple(c for c in row if c != "source")
+                written = self._written_references.setdefault((reference_table.name, names), {})
+                written[_own_key(tuple(row[c] for c in key_columns))] = tuple(row[c] for c in names)
         return counts
 
     def _identify(self, page: Page, counts: Counts) -> list[_Candidate]:
@@ -229,14 +261,20 @@ class PageLoop:
 
     def _map(
         self, changed: list[_Candidate], counts: Counts
-    ) -> tuple[list[dict[str, Any]], dict[sa.Table, list[dict[str, Any]]], dict[sa.Table, list[dict[str, Any]]]]:
+    ) -> tuple[list[dict[str, Any]], dict[sa.Table, _ChildColumns], dict[sa.Table, list[dict[str, Any]]]]:
         rows: list[dict[str, Any]] = []
-        children: dict[sa.Table, list[dict[str, Any]]] = {}
-        references: dict[sa.Table, dict[tuple[Any, ...], dict[str, Any]]] = {}
+        children: dict[sa.Table, _ChildColumns] = {}
+        references: dict[tuple[sa.Table, tuple[str, ...]], dict[Any, tuple[Any, ...]]] = {}
+        source = self.spec.name
         for candidate in changed:
             try:
                 record = self.run.enrich(candidate.record) if self._enriches else candidate.record
                 mapped: MappedRecord = self.run.map(record)
+                child_columns = {table: as_columns(given) for table, given in mapped.children.items()}
+                reference_columns = {table: as_columns(given) for table, given in mapped.references.items()}
+                for table, columns in reference_columns.items():
+                    if columns and not set(table.info["natural_key"][1:]) <= columns.keys():
+                        raise ValueError(f"{table.name} rows lack their key {table.info['natural_key'][1:]}")
             except RecordError as exc:
                 self._fail(counts, candidate, str(exc))
                 continue
@@ -246,7 +284,7 @@ class PageLoop:
             rows.append(
                 {
                     **mapped.row,
-                    "source": self.spec.name,
+                    "source": source,
                     "external_id": candidate.external_id,
                     "content_hash": candidate.digest,
                     "raw": dict(record),
@@ -254,57 +292,72 @@ class PageLoop:
                     "fetch_run_id": self.fetch_run_id,
                 }
             )
-            source = self.spec.name
-            for table, child_rows in mapped.children.items():
-                parent_column = table.info["parent_column"]
-                parent = _typed(table.c[parent_column], candidate.external_id)
-                for child in child_rows:  # rows fresh from the mapping: completed in place, not copied
-                    child["source"] = source
-                    child[parent_column] = parent
-                children.setdefault(table, []).extend(child_rows)
-            for table, reference_rows in mapped.references.items():
-                self._collect_references(table, reference_rows, references.setdefault(table, {}))
+            for table, columns in child_columns.items():
+                batch = children.get(table)
+                if batch is None:
+                    batch = children[table] = _ChildColumns()
+                batch.add(_typed(table.c[table.info["parent_column"]], candidate.external_id), columns)
+            for table, columns in reference_columns.items():
+                if columns:
+                    _collect(table, columns, references.setdefault((table, tuple(columns)), {}))
             if candidate.existed:
                 counts.records_updated += 1
             else:
                 counts.records_created += 1
-        return rows, children, {table: list(found.values()) for table, found in references.items() if found}
+        return rows, children, self._unwritten(references)
 
-    def _resolve(self, table: sa.Table, child_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Replace the natural keys that child rows name (a tag name) by the shared row's id."""
-        resolve = table.info.get("resolve") or {}
-        if not resolve:
-            return child_rows
-        source = self.spec.name
-        for key, (reference_table, id_column) in resolve.items():
-            ids = self._reference_ids
-            name = reference_table.name
-            for row in child_rows:
-                row[id_column] = ids[(name, (source, row.pop(key)))]
-        return child_rows
+    def _child_columns(self, table: sa.Table, batch: _ChildColumns) -> dict[str, list[Any]]:
+        """The batch's columns as the table stores them: source, parent key, shared rows' ids.
 
-    def _collect_references(
-        self, table: sa.Table, reference_rows: list[dict[str, Any]], found: dict[tuple[Any, ...], dict[str, Any]]
-    ) -> None:
-        """Keep each shared row once per page, and skip rows this run already wrote unchanged.
+        A column naming a shared row by its natural key (a tag name) becomes that row's id.
+        """
+        columns = dict(batch.columns)
+        for key, (reference_table, id_column) in (table.info.get("resolve") or {}).items():
+            ids = self._reference_ids.get(reference_table.name, {})
+            columns[id_column] = list(map(ids.__getitem__, columns.pop(key)))
+        return {"source": [self.spec.name] * len(batch.parents), table.info["parent_column"]: batch.parents,
+                **columns}
 
-        Most tags of a page were written by an earlier page of the run, so the check runs before
-        any row is built; it compares the mapping's values with what was written.
+    def _unwritten(
+        self, references: dict[tuple[sa.Table, tuple[str, ...]], dict[Any, tuple[Any, ...]]]
+    ) -> dict[sa.Table, list[dict[str, Any]]]:
+        """The page's shared rows that this run has not yet written with these same values.
+
+        Most tags of a page were written by an earlier page of the run; comparing the page's
+        (key, values) pairs with the written ones as sets keeps that check out of Python loops.
         """
         source = self.spec.name
-        own_key = table.info["natural_key"][1:]  # the key after "source"
-        written = self._written_references
-        name = table.name
-        for reference in reference_rows:
-            key = (source, *(reference[c] for c in own_key))
-            previous = written.get((name, key))
-            if previous is not None and all(previous.get(c) == v for c, v in reference.items()):
-                continue
-            found[key] = {**reference, "source": source}
+        result: dict[sa.Table, list[dict[str, Any]]] = {}
+        for (table, names), found in references.items():
+            written = self._written_references.get((table.name, names), {})
+            try:
+                fresh = found.items() - written.items()
+            except TypeError:  # unhashable values (a JSON column): compare one by one
+                fresh = {(key, values) for key, values in found.items() if written.get(key) != values}
+            if fresh:
+                result.setdefault(table, []).extend(
+                    {**dict(zip(names, values, strict=True)), "source": source} for _, values in fresh
+                )
+        return result
 
     def _fail(self, counts: Counts, candidate: _Candidate, reason: str) -> None:
         counts.records_failed += 1
         self.log.warning(kv("record_failed", source=self.spec.name, id=candidate.external_id, reason=reason))
+
+
+def _collect(table: sa.Table, columns: dict[str, list[Any]], found: dict[Any, tuple[Any, ...]]) -> None:
+    """Add a record's shared rows to the page's, keyed by natural key (a later duplicate wins)."""
+    own_key = table.info["natural_key"][1:]  # the key after "source"
+    rows = zip(*columns.values(), strict=True)
+    if len(own_key) == 1:
+        found.update(zip(columns[own_key[0]], rows, strict=True))
+    else:
+        found.update(zip(zip(*(columns[c] for c in own_key), strict=True), rows, strict=True))
+
+
+def _own_key(natural_key: tuple[Any, ...]) -> Any:
+    """A reference row's key within its source: the value itself when the key is one column."""
+    return natural_key[1] if len(natural_key) == 2 else natural_key[1:]
 
 
 def _typed(column: sa.Column, external_id: str) -> Any:

@@ -4,6 +4,12 @@ Both sites page a search with ``page=b<id>`` (posts with smaller ids, newest fir
 no page cap on that keyset, so one partition (an upload day) is walked from the top until the
 site answers with no posts. The lowest id committed is the resume cursor; it is cleared once
 the day's walk completes, so the next run of the same day starts from the top again.
+
+Partitions are UTC days, but both sites read ``date:`` in the account's time zone (US Eastern
+when anonymous). A run therefore asks for every site day that overlaps its UTC day, plus the
+day before (so a zone further west than configured still leaves no gap), keeps the posts whose
+``created_at`` falls on the UTC day, skips the newer ones and stops at the first page that is
+entirely older.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 import httpx
@@ -91,6 +98,19 @@ class BooruSettings(HttpSettings):
     backfill_days_per_run: int = Field(7, alias="BackfillDaysPerRun", ge=1, le=366)
     login: str | None = Field(None, alias="Login")
     api_key: SecretStr | None = Field(None, alias="ApiKey")
+    site_time_zone: str = Field(
+        "America/New_York", alias="SiteTimeZone",
+        description="the zone the site reads date: in: the account's zone, US Eastern when anonymous",
+    )
+
+    @field_validator("site_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone such as America/New_York or UTC") from None
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -144,6 +164,9 @@ class BooruRun(SourceRun):
         secrets = [self.settings.api_key.get_secret_value()] if self.settings.api_key else []
         self.client = PoliteClient(self.display_name, self.settings.base_url, self.settings, log=self.log,
                                    auth=auth, secrets=secrets)
+        #: Posts the date: searches returned that belong to neighbouring UTC days (not counted as fetched).
+        self.outside_day = 0
+        self._zone_warned = False
 
     def pages(self) -> Iterator[Page]:
         days = list(self.inputs.partition_keys)
@@ -151,13 +174,15 @@ class BooruRun(SourceRun):
             raise SourceError(f"{self.display_name}: runs need an upload-day partition (e.g. 2024-01-01)")
         for day in days:
             yield from self._walk_day(day)
+        self.inputs.report["posts_outside_day"] = self.outside_day
 
     def _walk_day(self, day: str) -> Iterator[Page]:
         resume = self.inputs.read_cursor(day)
         before = int(resume) if resume else TOP_OF_KEYSET
         if resume:
             self.log.info(f"{self.display_name}: resuming {day} below post {resume}")
-        search = " ".join(part for part in (self.settings.tags, f"date:{day}") if part)
+        first, last = site_days(date.fromisoformat(day), ZoneInfo(self.settings.site_time_zone))
+        search = " ".join(part for part in (self.settings.tags, f"date:{first}..{last}") if part)
         number = 0
         while True:
             number += 1
@@ -171,7 +196,50 @@ class BooruRun(SourceRun):
             if not known:
                 raise SourceError(f"{self.display_name}: page b{before} of {day} has no post ids; cannot page on")
             before = min(known)
-            yield Page(records, f"{day} page {number} (b{params['page'][1:]})", cursor=(day, str(before)))
+            on_day, newer, older = self._split_by_day(records, day)
+            self.outside_day += newer + older
+            label = f"{day} page {number} (b{params['page'][1:]})"
+            if older and not on_day and not newer:  # the walk is past the day: done
+                yield Page([], f"{label}: past the day, end after {number} page(s)", cursor=(day, None))
+                return
+            yield Page(on_day, label, cursor=(day, str(before)))
+
+    def _split_by_day(self, records: list[Record], day: str) -> tuple[list[Record], int, int]:
+        """The posts created on the UTC ``day`` (or of unknown time: mapping judges those), and
+        how many were newer and older."""
+        on_day: list[Record] = []
+        newer = older = 0
+        for record in records:
+            created = _created_at(record)
+            if created is None:
+                on_day.append(record)
+                continue
+            self._check_zone(created)
+            posted = created.astimezone(UTC).date().isoformat()
+            if posted == day:
+                on_day.append(record)
+            elif posted > day:
+                newer += 1
+            else:
+                older += 1
+        return on_day, newer, older
+
+    def _check_zone(self, created: datetime) -> None:
+        """Warn once when the site writes times in a zone other than ``SiteTimeZone``.
+
+        The timestamps carry the zone the site reads ``date:`` in; a zone east of the configured
+        one could leave the last hours of a UTC day outside every partition's search.
+        """
+        if self._zone_warned:
+            return
+        expected = created.astimezone(ZoneInfo(self.settings.site_time_zone)).utcoffset()
+        if created.utcoffset() != expected:
+            self._zone_warned = True
+            self.log.warning(
+                f"{self.display_name} writes times with offset {created.strftime('%z')} but SiteTimeZone is "
+                f"{self.settings.site_time_zone}; set Sources__{self.display_name}__SiteTimeZone to the "
+                "account's zone so that date: searches cover each UTC day"
+            )
 
     @abstractmethod
     def extract_posts(self, body: Any, day: str) -> list[Record]:
@@ -203,6 +271,25 @@ def booru_source(
         backfill_policy=backfill_policy,
         scheduled_partitions=scheduled_days,
     )
+
+
+def site_days(day: date, zone: ZoneInfo) -> tuple[date, date]:
+    """The site days to search for a UTC ``day``: those it overlaps in ``zone``, and one before."""
+    start = datetime.combine(day, datetime.min.time(), UTC)
+    last_moment = start + timedelta(days=1) - timedelta(microseconds=1)
+    return start.astimezone(zone).date() - timedelta(days=1), last_moment.astimezone(zone).date()
+
+
+def _created_at(record: Record) -> datetime | None:
+    """``created_at`` with the offset the site wrote (UTC when it wrote none), or None."""
+    value = record.get("created_at") if isinstance(record, dict) else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _post_id(record: Record) -> int | None:
@@ -242,15 +329,14 @@ def mapped_post(post: Record, by_category: dict[str, list[str]], columns: dict[s
         "edited_at": parse_time(post.get("updated_at")),
         **columns,
     }
-    row.setdefault("tag_count", len(links))
+    row.setdefault("tag_count", len(links["tag"]))
     return MappedRecord(row=row, children={post_tags: links}, references={tags: tag_list})
 
 
-def tag_rows(by_category: dict[str, list[str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Link rows and tag rows for a post's tags; a tag listed twice keeps its first category."""
+def tag_rows(by_category: dict[str, list[str]]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """Link columns and tag columns for a post's tags; a tag listed twice keeps its first category."""
     links: dict[str, str] = {}
-    for category, names in by_category.items():
-        for name in names:
-            links.setdefault(name, category)
-    link_rows = [{"tag": name} for name in links]
-    return link_rows, [{"name": name, "category": category} for name, category in links.items()]
+    for category, names in reversed(by_category.items()):  # earlier categories overwrite later ones
+        links.update(dict.fromkeys(names, category))
+    names = list(links)
+    return {"tag": names}, {"name": names, "category": list(links.values())}

@@ -22,6 +22,7 @@ from umlmm_pipelines.sources._booru import (
 
 #: Danbooru's tag categories, in the order of its tag_string_<category> fields.
 CATEGORIES = ("general", "artist", "copyright", "character", "meta")
+_TAG_STRING_KEYS = tuple((category, f"tag_string_{category}") for category in CATEGORIES)
 
 
 class DanbooruSettings(BooruSettings):
@@ -44,7 +45,7 @@ class DanbooruRun(BooruRun):
 
 def map_post(post: Record) -> MappedRecord:
     """Columns for one Danbooru post, its tag links and its tags with their categories."""
-    by_category = {c: str(post.get(f"tag_string_{c}") or "").split() for c in CATEGORIES}
+    by_category = {c: str(post.get(key) or "").split() for c, key in _TAG_STRING_KEYS}
     if not any(by_category.values()) and post.get("tag_string"):
         by_category = {"general": str(post["tag_string"]).split()}
     media = post.get("media_asset") or {}

@@ -39,11 +39,12 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 from umlmm_pipelines_tests.fakes.corpus import (
     DEFAULT_DANBOORU_FIRST_ID,
@@ -217,6 +218,8 @@ class BooruState:
     tags: list[dict[str, Any]] = field(default_factory=list)  # served by /tags.json
     forced_responses: list[ForcedResponse] = field(default_factory=list)  # consumed FIFO by GET /posts.json
     delay_s: float = 0.0  # sleep before answering every request
+    #: The zone ``date:`` days are read in: the real sites use the account's zone (US Eastern when anonymous).
+    date_zone: str = "UTC"
     reject_default_user_agents: bool = False  # 403 Cloudflare page for a missing/library User-Agent
     requests: list[RecordedRequest] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -388,6 +391,17 @@ class BooruState:
                 return corpus.utc_day(post_id)
         raise KeyError(post_id)  # pragma: no cover
 
+    def _query_day(self, post_id: int, post: Mapping[str, Any] | None) -> str:
+        """The calendar day a ``date:`` term compares, in ``date_zone``."""
+        if self.date_zone == "UTC":
+            return self._utc_day(post_id, post)
+        if post is None:
+            post = self.lookup(post_id)
+        if post is None:  # pragma: no cover - ids come from the listing
+            raise KeyError(post_id)
+        moment = datetime.fromisoformat(str(post["created_at"]).replace("Z", "+00:00"))
+        return moment.astimezone(ZoneInfo(self.date_zone)).date().isoformat()
+
     def _match(self, post_id: int, query: TagQuery) -> dict[str, Any] | None | bool:
         """The post when it matches (or True when matching needed no post), else None."""
         for negated, predicate in query.ids:
@@ -395,7 +409,7 @@ class BooruState:
                 return None
         post = self.posts.get(post_id)
         if query.dates:
-            day = self._utc_day(post_id, post)
+            day = self._query_day(post_id, post)
             for negated, predicate in query.dates:
                 if predicate(day) == negated:
                     return None
