@@ -6,6 +6,7 @@ totals, so a killed or cancelled run leaves whole pages and counts that match th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,8 @@ class _Prepared:
     references: dict[sa.Table, list[dict[str, Any]]]
     existed: set[str]
     table: sa.Table
+    #: Per child table, the records whose catalogued rows there are kept (``MappedRecord.keep_children``).
+    kept: dict[sa.Table, set[str]]
 
     def overlaps(self, page: Page, run: SourceRun) -> bool:
         """Whether the next page repeats a record of this one (then it must see this write)."""
@@ -156,22 +159,25 @@ class PageLoop:
         with self.engine.begin() as conn:
             state = existing_state(conn, table, self.spec.name, [c.external_id for c in candidates])
         changed: list[_Candidate] = []
+        refreshed: list[_Candidate] = []
         for candidate in candidates:
             known = state.get(candidate.external_id)
             candidate.existed = known is not None
             if known is not None and known[0] == candidate.digest and known[1] is None:
                 counts.records_unchanged += 1
+                if page.refresh:
+                    refreshed.append(candidate)
             else:
                 changed.append(candidate)
-        rows, children, references = self._map(changed, counts)
-        existed = {c.external_id for c in changed if c.existed}
-        return _Prepared(page, counts, candidates, rows, children, references, existed, table)
+        rows, children, references, kept = self._map(changed, counts, refreshed)
+        existed = {c.external_id for c in (*changed, *refreshed) if c.existed}
+        return _Prepared(page, counts, candidates, rows, children, references, existed, table, kept)
 
     def write(self, prepared: _Prepared) -> Counts:
         """Commit one prepared page, its cursor and the run's totals in a single transaction."""
         page, counts, candidates = prepared.page, prepared.counts, prepared.candidates
         rows, children, references, existed = prepared.rows, prepared.children, prepared.references, prepared.existed
-        table = prepared.table
+        table, kept = prepared.table, prepared.kept
         if table is not self.table:
             self._touched_tables.add(table)
         now = utcnow()
@@ -187,7 +193,12 @@ class PageLoop:
             children = {table: self._resolve(table, child_rows) for table, child_rows in children.items()}
             updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
             for child_table, child_rows in children.items():
-                replace_children(conn, child_table, self.spec.name, updated_parents, child_rows)
+                keep = kept.get(child_table, set()) & existed
+                if keep:  # catalogued rows the payload no longer carries stay; the payload's are not added
+                    parent_column = child_table.info["parent_column"]
+                    child_rows = [r for r in child_rows if str(r[parent_column]) not in keep]
+                parents = [p for p in updated_parents if p not in keep] if keep else updated_parents
+                replace_children(conn, child_table, self.spec.name, parents, child_rows)
             if page.complete_scope is not None:
                 seen = [c.external_id for c in candidates]
                 counts.records_removed = mark_removed(
@@ -228,20 +239,29 @@ class PageLoop:
         return list(by_id.values())
 
     def _map(
-        self, changed: list[_Candidate], counts: Counts
-    ) -> tuple[list[dict[str, Any]], dict[sa.Table, list[dict[str, Any]]], dict[sa.Table, list[dict[str, Any]]]]:
+        self, changed: list[_Candidate], counts: Counts, refreshed: Sequence[_Candidate] = ()
+    ) -> tuple[
+        list[dict[str, Any]],
+        dict[sa.Table, list[dict[str, Any]]],
+        dict[sa.Table, list[dict[str, Any]]],
+        dict[sa.Table, set[str]],
+    ]:
+        """Map changed records (counted created or updated) and refreshed ones (already counted unchanged)."""
         rows: list[dict[str, Any]] = []
         children: dict[sa.Table, list[dict[str, Any]]] = {}
         references: dict[sa.Table, dict[tuple[Any, ...], dict[str, Any]]] = {}
-        for candidate in changed:
+        kept: dict[sa.Table, set[str]] = {}
+        for candidate, is_refresh in [*((c, False) for c in changed), *((c, True) for c in refreshed)]:
             try:
                 record = self.run.enrich(candidate.record) if self._enriches else candidate.record
                 mapped: MappedRecord = self.run.map(record)
-            except RecordError as exc:
-                self._fail(counts, candidate, str(exc))
-                continue
             except Exception as exc:  # noqa: BLE001 - mapping bugs and odd payloads fail one record
-                self._fail(counts, candidate, f"{type(exc).__name__}: {exc}")
+                reason = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
+                if is_refresh:  # its catalogued row stays as it is, which is what "unchanged" said
+                    self.log.warning(kv("record_refresh_failed", source=self.spec.name, id=candidate.external_id,
+                                        reason=reason))
+                else:
+                    self._fail(counts, candidate, reason)
                 continue
             rows.append(
                 {
@@ -264,11 +284,16 @@ class PageLoop:
                 children.setdefault(table, []).extend(child_rows)
             for table, reference_rows in mapped.references.items():
                 self._collect_references(table, reference_rows, references.setdefault(table, {}))
+            for table in mapped.keep_children:
+                kept.setdefault(table, set()).add(candidate.external_id)
+            if is_refresh:
+                continue  # counted unchanged already
             if candidate.existed:
                 counts.records_updated += 1
             else:
                 counts.records_created += 1
-        return rows, children, {table: list(found.values()) for table, found in references.items() if found}
+        found_references = {table: list(found.values()) for table, found in references.items() if found}
+        return rows, children, found_references, kept
 
     def _resolve(self, table: sa.Table, child_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Replace the natural keys that child rows name (a tag name) by the shared row's id."""
