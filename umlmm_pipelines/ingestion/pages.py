@@ -6,6 +6,7 @@ totals, so a killed or cancelled run leaves whole pages and counts that match th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,8 @@ class _Prepared:
     references: dict[sa.Table, list[dict[str, Any]]]
     existed: set[str]
     table: sa.Table
+    #: Per child table, the records whose catalogued rows there are kept (``MappedRecord.keep_children``).
+    kept: dict[sa.Table, set[str]]
 
     def overlaps(self, page: Page, run: SourceRun) -> bool:
         """Whether the next page repeats a record of this one (then it must see this write)."""
@@ -182,22 +185,25 @@ class PageLoop:
         with self.engine.begin() as conn:
             state = existing_state(conn, table, self.spec.name, [c.external_id for c in candidates])
         changed: list[_Candidate] = []
+        refreshed: list[_Candidate] = []
         for candidate in candidates:
             known = state.get(candidate.external_id)
             candidate.existed = known is not None
             if known is not None and known[0] == candidate.digest and known[1] is None:
                 counts.records_unchanged += 1
+                if page.refresh:
+                    refreshed.append(candidate)
             else:
                 changed.append(candidate)
-        rows, children, references = self._map(changed, counts)
-        existed = {c.external_id for c in changed if c.existed}
-        return _Prepared(page, counts, candidates, rows, children, references, existed, table)
+        rows, children, references, kept = self._map(changed, counts, refreshed)
+        existed = {c.external_id for c in (*changed, *refreshed) if c.existed}
+        return _Prepared(page, counts, candidates, rows, children, references, existed, table, kept)
 
     def write(self, prepared: _Prepared) -> Counts:
         """Commit one prepared page, its cursor and the run's totals in a single transaction."""
         page, counts, candidates = prepared.page, prepared.counts, prepared.candidates
         rows, children, references, existed = prepared.rows, prepared.children, prepared.references, prepared.existed
-        table = prepared.table
+        table, kept = prepared.table, prepared.kept
         if table is not self.table:
             self._touched_tables.add(table)
         now = utcnow()
@@ -216,8 +222,11 @@ class PageLoop:
             self._touched_tables.update(references, children)
             updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
             for child_table, batch in children.items():
-                columns = self._child_columns(child_table, batch)
-                replace_children(conn, child_table, self.spec.name, updated_parents, columns)
+                # Catalogued rows the payload no longer carries stay; the payload's are not added.
+                keep = kept.get(child_table, set()) & existed
+                parents = [p for p in updated_parents if p not in keep] if keep else updated_parents
+                columns = self._child_columns(child_table, batch, keep)
+                replace_children(conn, child_table, self.spec.name, parents, columns)
             if page.complete_scope is not None:
                 seen = [c.external_id for c in candidates]
                 counts.records_removed = mark_removed(
@@ -260,13 +269,20 @@ class PageLoop:
         return list(by_id.values())
 
     def _map(
-        self, changed: list[_Candidate], counts: Counts
-    ) -> tuple[list[dict[str, Any]], dict[sa.Table, _ChildColumns], dict[sa.Table, list[dict[str, Any]]]]:
+        self, changed: list[_Candidate], counts: Counts, refreshed: Sequence[_Candidate] = ()
+    ) -> tuple[
+        list[dict[str, Any]],
+        dict[sa.Table, _ChildColumns],
+        dict[sa.Table, list[dict[str, Any]]],
+        dict[sa.Table, set[str]],
+    ]:
+        """Map changed records (counted created or updated) and refreshed ones (already counted unchanged)."""
         rows: list[dict[str, Any]] = []
         children: dict[sa.Table, _ChildColumns] = {}
         references: dict[tuple[sa.Table, tuple[str, ...]], dict[Any, tuple[Any, ...]]] = {}
+        kept: dict[sa.Table, set[str]] = {}
         source = self.spec.name
-        for candidate in changed:
+        for candidate, is_refresh in [*((c, False) for c in changed), *((c, True) for c in refreshed)]:
             try:
                 record = self.run.enrich(candidate.record) if self._enriches else candidate.record
                 mapped: MappedRecord = self.run.map(record)
@@ -275,11 +291,13 @@ class PageLoop:
                 for table, columns in reference_columns.items():
                     if columns and not set(table.info["natural_key"][1:]) <= columns.keys():
                         raise ValueError(f"{table.name} rows lack their key {table.info['natural_key'][1:]}")
-            except RecordError as exc:
-                self._fail(counts, candidate, str(exc))
-                continue
             except Exception as exc:  # noqa: BLE001 - mapping bugs and odd payloads fail one record
-                self._fail(counts, candidate, f"{type(exc).__name__}: {exc}")
+                reason = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
+                if is_refresh:  # its catalogued row stays as it is, which is what "unchanged" said
+                    self.log.warning(kv("record_refresh_failed", source=self.spec.name, id=candidate.external_id,
+                                        reason=reason))
+                else:
+                    self._fail(counts, candidate, reason)
                 continue
             rows.append(
                 {
@@ -300,23 +318,34 @@ class PageLoop:
             for table, columns in reference_columns.items():
                 if columns:
                     _collect(table, columns, references.setdefault((table, tuple(columns)), {}))
+            for table in mapped.keep_children:
+                kept.setdefault(table, set()).add(candidate.external_id)
+            if is_refresh:
+                continue  # counted unchanged already
             if candidate.existed:
                 counts.records_updated += 1
             else:
                 counts.records_created += 1
-        return rows, children, self._unwritten(references)
+        return rows, children, self._unwritten(references), kept
 
-    def _child_columns(self, table: sa.Table, batch: _ChildColumns) -> dict[str, list[Any]]:
+    def _child_columns(
+        self, table: sa.Table, batch: _ChildColumns, skip_parents: set[str] | frozenset[str] = frozenset()
+    ) -> dict[str, list[Any]]:
         """The batch's columns as the table stores them: source, parent key, shared rows' ids.
 
-        A column naming a shared row by its natural key (a tag name) becomes that row's id.
+        A column naming a shared row by its natural key (a tag name) becomes that row's id. Rows
+        of ``skip_parents`` (external ids whose catalogued children are kept) are left out.
         """
         columns = dict(batch.columns)
+        parents = batch.parents
+        if skip_parents:
+            wanted = [i for i, parent in enumerate(parents) if str(parent) not in skip_parents]
+            parents = [parents[i] for i in wanted]
+            columns = {name: [values[i] for i in wanted] for name, values in columns.items()}
         for key, (reference_table, id_column) in (table.info.get("resolve") or {}).items():
             ids = self._reference_ids.get(reference_table.name, {})
             columns[id_column] = list(map(ids.__getitem__, columns.pop(key)))
-        return {"source": [self.spec.name] * len(batch.parents), table.info["parent_column"]: batch.parents,
-                **columns}
+        return {"source": [self.spec.name] * len(parents), table.info["parent_column"]: parents, **columns}
 
     def _unwritten(
         self, references: dict[tuple[sa.Table, tuple[str, ...]], dict[Any, tuple[Any, ...]]]

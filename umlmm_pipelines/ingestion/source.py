@@ -40,7 +40,10 @@ class Page:
     removed. ``cursor`` is a ``(scope, value)`` high-water mark saved with the page; a value of
     None clears the scope's cursor (its walk is complete). ``table`` names the entity table of a
     source that keeps several kinds of entity (ComfyUI's workflows and node types); by default the
-    page goes to the source's main table.
+    page goes to the source's main table. ``refresh`` rewrites the page's unchanged records too
+    (still counted unchanged): a periodic full walk uses it to bring up to date the fields a
+    source leaves out of its fingerprint because they change all the time (CivitAI's download
+    counts), which would otherwise make every record look changed.
     """
 
     records: Sequence[Record]
@@ -48,6 +51,7 @@ class Page:
     complete_scope: Mapping[str, Any] | None = None
     cursor: tuple[str, str | None] | None = None
     table: sa.Table | None = None
+    refresh: bool = False
 
 
 #: Rows for a child or reference table: a list of dicts, or columns (a dict of equal-length lists).
@@ -64,11 +68,17 @@ class MappedRecord:
     Child and reference tables declare their key columns in ``table.info`` (see
     ``catalog.tables.child_table`` and ``reference_table``). Either may be given as rows or as
     columns; columns cost less per row, which matters for a post's two dozen tags.
+
+    ``keep_children`` names child tables whose rows the payload no longer carries (a CivitAI
+    model that was taken down comes back without its versions and files): when the record is
+    already catalogued, its rows in those tables are kept as they are instead of replaced; a
+    new record gets the mapped rows as usual.
     """
 
     row: dict[str, Any]
     children: dict[sa.Table, Rows] = field(default_factory=dict)
     references: dict[sa.Table, Rows] = field(default_factory=dict)
+    keep_children: frozenset[sa.Table] = frozenset()
 
     def child_rows(self, table: sa.Table) -> list[dict[str, Any]]:
         return as_rows(self.children.get(table, []))
