@@ -216,8 +216,21 @@ def content_hash(value: Any) -> str:
     orjson with sorted keys is several times faster than the standard library here, which
     matters: every fetched record is hashed, changed or not.
     """
-    try:
-        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
-    except TypeError:  # e.g. an integer beyond 64 bits
-        encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-    return hashlib.sha256(encoded).hexdigest()
+    return hashlib.sha256(_canonical_json(value)).hexdigest()
+
+
+_CANONICAL_OPTIONS = (
+    orjson.OPT_SORT_KEYS,
+    # Same bytes for string keys, but slower: only for values that have other keys.
+    orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+)
+
+
+def _canonical_json(value: Any) -> bytes:
+    for option in _CANONICAL_OPTIONS:
+        try:
+            return orjson.dumps(value, option=option, default=str)
+        except TypeError:
+            continue
+    # e.g. an integer beyond 64 bits
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
