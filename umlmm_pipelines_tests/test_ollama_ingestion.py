@@ -165,7 +165,7 @@ def test_second_host_models_are_kept_apart(catalog_url, instance, fake_ollama):
     assert [(c["host"], c["n"]) for c in counts] == [(other.url, 1), (fake_ollama.url, 4)]
 
 
-@pytest.mark.parametrize("source", ["civitai", "comfyui"])
+@pytest.mark.parametrize("source", ["civitai"])
 def test_unimplemented_sources_fail_clearly_without_fake_counts(sqlite_url, instance, source):
     defs = make_defs(sqlite_url)
 
