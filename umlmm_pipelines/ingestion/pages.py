@@ -189,7 +189,7 @@ class PageLoop:
             for child_table, child_rows in children.items():
                 replace_children(conn, child_table, self.spec.name, updated_parents, child_rows)
             if page.complete_scope is not None:
-                seen = [c.external_id for c in candidates]
+                seen = [c.external_id for c in candidates] + list(page.listed_before)
                 counts.records_removed = mark_removed(
                     conn, table, self.spec.name, page.complete_scope, seen, now, self.fetch_run_id
                 )
