@@ -202,6 +202,34 @@ def test_restored_workflow_file_is_live_again(catalog_url, instance, fake_comfyu
     assert ids(catalog_url, "comfyui_workflows", live=False) == []
 
 
+def test_a_root_written_in_several_pages_is_still_one_complete_listing(catalog_url, instance, workflow_dir):
+    env = comfy_env("", workflow_dir, FilesPerPage="2")
+    ingest(catalog_url, instance, env)
+    first = fetch_runs(catalog_url, "comfyui")[-1]
+    ingest(catalog_url, instance, env)
+    rerun = fetch_runs(catalog_url, "comfyui")[-1]
+    (workflow_dir / "flows" / "sdxl_lora.json").unlink()  # listed on the first page, not the last
+
+    ingest(catalog_url, instance, env)
+
+    assert (first["pages_committed"], counts(first)) == (2, (3, 3, 0, 0, 0, 0))
+    assert counts(rerun) == (3, 0, 0, 3, 0, 0)  # files of the first page are not taken for removed
+    assert counts(fetch_runs(catalog_url, "comfyui")[-1]) == (2, 0, 0, 2, 0, 1)
+    assert ids(catalog_url, "comfyui_workflows", live=False) == [f"{workflow_dir}|flows/sdxl_lora.json"]
+
+
+def test_an_emptied_root_marks_all_its_workflows_removed(catalog_url, instance, workflow_dir):
+    env = comfy_env("", workflow_dir)
+    ingest(catalog_url, instance, env)
+    shutil.rmtree(workflow_dir)
+    workflow_dir.mkdir()
+
+    assert ingest(catalog_url, instance, env).success
+
+    assert counts(fetch_runs(catalog_url, "comfyui")[-1]) == (0, 0, 0, 0, 0, 3)
+    assert ids(catalog_url, "comfyui_workflows") == []
+
+
 def test_node_types_and_model_files_gone_from_the_server_are_marked_removed(catalog_url, instance, fake_comfyui):
     env = comfy_env(fake_comfyui.url)
     ingest(catalog_url, instance, env)

@@ -578,7 +578,7 @@ def test_default_settings_read_the_local_server_and_no_directories():
     assert settings.base_url == "http://127.0.0.1:8188"
     assert settings.workflow_dirs == [] and settings.exclude == []
     assert settings.include == ["**/*.json", "**/*.png"]
-    assert settings.max_file_bytes == 20 * 1024 * 1024
+    assert settings.max_file_bytes == 20 * 1024 * 1024 and settings.files_per_page == 200
     assert settings.skip_model_folders == ["custom_nodes"]
     assert load_source_settings({}).schedules["comfyui"].enabled is True
 

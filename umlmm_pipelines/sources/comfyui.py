@@ -28,6 +28,7 @@ from umlmm_pipelines.ingestion.logfmt import kv
 from umlmm_pipelines.ingestion.source import MappedRecord, Page, Record, RecordError, RunInputs, SourceRun, SourceSpec
 from umlmm_pipelines.sources._comfyui_files import (
     PNG_SIGNATURE,
+    FoundFile,
     GlobSet,
     SkippedFile,
     absolute_root,
@@ -73,6 +74,9 @@ class ComfyUISettings(HttpSettings):
     include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE), alias="Include", min_length=1)
     exclude: list[str] = Field(default_factory=list, alias="Exclude")
     max_file_bytes: int = Field(20 * 1024 * 1024, alias="MaxFileBytes", gt=0)
+    #: Parsed workflows are held in memory until their page commits; a flat output folder of
+    #: thousands of renders is therefore written in pages of this many files.
+    files_per_page: int = Field(200, alias="FilesPerPage", ge=1, le=10_000)
     #: ``custom_nodes`` is a "model folder" on the server that lists every file of every node pack.
     skip_model_folders: list[str] = Field(default_factory=lambda: ["custom_nodes"], alias="SkipModelFolders")
 
@@ -214,19 +218,30 @@ class ComfyUIRun(SourceRun):
                 self.log.warning(kv("workflow_dir_incomplete", source="comfyui", root=root, reason=error,
                                     effect="files under it are not marked removed this run"))
                 problems.append(f"{root}: {error}")
-            yield Page(
-                records=[{"kind": WORKFLOW, "root": root, "path": f.relative_path, "size": f.size,
-                          "mtime_ns": f.mtime_ns, "problem": f.problem, "category": f.category}
-                         for f in scan.files],
-                label=f"{root} ({len(scan.files)} files)",
-                complete_scope={"root": root} if scan.complete else None,
-                table=comfyui_workflows,
-            )
+            yield from self._root_pages(root, scan.files, complete=scan.complete)
         self._dirs_read = scanned > 0
         summary = f"scanned {scanned} of {len(roots)} dirs, {files} files"
         if problems:
             summary += "; " + "; ".join(problems)
         return summary
+
+    def _root_pages(self, root: str, found: list[FoundFile], complete: bool) -> Iterator[Page]:
+        """A root's files in pages of FilesPerPage; the last page carries the root's complete scope."""
+        records = [{"kind": WORKFLOW, "root": root, "path": f.relative_path, "size": f.size, "mtime_ns": f.mtime_ns,
+                    "problem": f.problem, "category": f.category} for f in found]
+        size = self.settings.files_per_page
+        starts = range(0, len(records), size) if records else range(1)
+        for start in starts:
+            chunk = records[start : start + size]
+            last = start + size >= len(records)
+            shown = f"files {start + 1}-{start + len(chunk)} of {len(records)}" if chunk else "empty"
+            yield Page(
+                records=chunk,
+                label=f"{root} ({shown})",
+                complete_scope={"root": root} if last and complete else None,
+                listed_before=[self.external_id(r) for r in records[:start]] if last and complete else (),
+                table=comfyui_workflows,
+            )
 
     def _server_pages(self) -> Generator[Page, None, bool]:
         """Node types and model files; returns whether anything was read from the server."""
