@@ -1,7 +1,8 @@
 """ComfyUI: workflow files from configured directories, and node types and model files from the server.
 
-Either part may be absent. The directory part lists each root completely (one page per root,
-whose listing is a complete scope, so a deleted file is marked removed); a file's listing entry
+Either part may be absent. The directory part lists each root completely (in pages of
+FilesPerPage files, the last carrying the root's complete scope, so a deleted file is marked
+removed); a file's listing entry
 (size and mtime) is what is hashed, so only new or changed files are opened and parsed. The
 server part reads ``/system_stats`` (into the run report), ``/object_info`` (node types, one
 complete page) and ``/models`` + ``/models/{folder}`` (model files, one page, complete when every
