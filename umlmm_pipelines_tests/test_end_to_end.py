@@ -61,7 +61,8 @@ def stack(tmp_path_factory, fakes, boorus) -> Iterator[DagsterStack]:
         # every minute (Quartz, as the seed wrote it); off until a test turns it on
         "JobSchedules": {"Ollama": {"CronSchedule": "0 * * * * ?", "Enabled": False},
                          "Danbooru": {"Enabled": False}, "E621": {"Enabled": False},
-                         "CivitAI": {"Enabled": False}},  # on by default; would call civitai.com at 0/6/12/18h
+                         "CivitAI": {"Enabled": False},  # on by default; would call civitai.com at 0/6/12/18h
+                         "ComfyUI": {"Enabled": False}},
         "Sources": {
             "Ollama": {"BaseUrl": f"{fakes[0].url},{fakes[1].url}", "BackoffSeconds": 0.1},
             "Danbooru": {**booru, "BaseUrl": boorus[0].url, "RequestsPerSecond": 0, "PageSize": 50,

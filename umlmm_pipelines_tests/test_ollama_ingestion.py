@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from umlmm_pipelines_tests.fakes.ollama_server import running_fake_ollama, unused_local_url
 from umlmm_pipelines_tests.helpers import fetch_runs, make_defs, rows, run_source
 
@@ -163,16 +161,3 @@ def test_second_host_models_are_kept_apart(catalog_url, instance, fake_ollama):
 
     counts = rows(catalog_url, "SELECT host, count(*) AS n FROM ollama_models GROUP BY host ORDER BY n")
     assert [(c["host"], c["n"]) for c in counts] == [(other.url, 1), (fake_ollama.url, 4)]
-
-
-@pytest.mark.parametrize("source", ["comfyui"])
-def test_unimplemented_sources_fail_clearly_without_fake_counts(sqlite_url, instance, source):
-    defs = make_defs(sqlite_url)
-
-    result = run_source(defs, source, instance)
-
-    assert not result.success
-    [run] = fetch_runs(sqlite_url, source)
-    assert run["status"] == "failed"
-    assert "not implemented yet" in run["error_message"]
-    assert run["records_fetched"] == 0 and run["records_created"] == 0

@@ -245,7 +245,7 @@ class PageLoop:
                 columns = self._child_columns(child_table, batch, keep)
                 replace_children(conn, child_table, self.spec.name, parents, columns)
             if page.complete_scope is not None:
-                seen = [c.external_id for c in candidates]
+                seen = [c.external_id for c in candidates] + list(page.listed_before)
                 counts.records_removed = mark_removed(
                     conn, table, self.spec.name, page.complete_scope, seen, now, self.fetch_run_id
                 )

@@ -37,7 +37,9 @@ class Page:
 
     ``complete_scope`` says the page lists every live record whose columns equal these values
     (Ollama's ``/api/tags`` for one host), so rows of that scope missing from it are marked
-    removed. ``cursor`` is a ``(scope, value)`` high-water mark saved with the page; a value of
+    removed. A listing too large for one page is split: the earlier pages carry no scope, and the
+    last one carries it with ``listed_before``, the external ids the earlier pages listed, which
+    count as seen. ``cursor`` is a ``(scope, value)`` high-water mark saved with the page; a value of
     None clears the scope's cursor (its walk is complete). ``table`` names the entity table of a
     source that keeps several kinds of entity (ComfyUI's workflows and node types); by default the
     page goes to the source's main table. ``refresh`` rewrites the page's unchanged records too
@@ -49,6 +51,7 @@ class Page:
     records: Sequence[Record]
     label: str
     complete_scope: Mapping[str, Any] | None = None
+    listed_before: Sequence[str] = ()
     cursor: tuple[str, str | None] | None = None
     table: sa.Table | None = None
     refresh: bool = False
