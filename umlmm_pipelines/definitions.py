@@ -11,6 +11,7 @@ from umlmm_pipelines.config import Settings, load_settings
 from umlmm_pipelines.config.loader import SourceConfigSpec
 from umlmm_pipelines.ingestion.assets import RECORDER_KEY, build_source_asset, build_source_job, build_source_schedule
 from umlmm_pipelines.ingestion.recorder import FetchRunRecorder
+from umlmm_pipelines.links.asset import build_links_automation_sensor, build_model_links_asset
 from umlmm_pipelines.operations.reconcile import fetch_runs_reconciliation_sensor
 from umlmm_pipelines.sources import all_sources
 
@@ -31,10 +32,10 @@ def build_definitions(settings: Settings, recorder: FetchRunRecorder | None = No
         jobs.append(job)
         schedules.append(build_source_schedule(spec, job, settings.schedules[spec.name], source_settings))
     return dg.Definitions(
-        assets=assets,
+        assets=[*assets, build_model_links_asset(RECORDER_KEY)],
         jobs=jobs,
         schedules=schedules,
-        sensors=[fetch_runs_reconciliation_sensor],
+        sensors=[fetch_runs_reconciliation_sensor, build_links_automation_sensor()],
         resources={RECORDER_KEY: recorder or FetchRunRecorder()},
     )
 

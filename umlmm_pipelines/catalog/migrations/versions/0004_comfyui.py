@@ -1,11 +1,8 @@
 """comfyui: workflows, the model files they reference, node types, server model files
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-26
-
-Only ``down_revision`` depends on the revisions around this one: the tables are new and
-touch no other table, so re-pointing it (to the CivitAI revision "0003") is the whole merge.
 """
 
 import sqlalchemy as sa

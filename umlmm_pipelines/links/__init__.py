@@ -1,0 +1,1 @@
+"""Links between the sources' catalogs: workflows → model files → CivitAI versions, Ollama digests."""
