@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import filterfalse
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,7 +122,7 @@ class PageLoop:
         self.log = log
         self.totals = Counts()
         #: (reference table, its mapped columns) -> natural key (after "source") -> values last written.
-        self._written_references: dict[tuple[str, tuple[str, ...]], dict[Any, tuple[Any, ...]]] = {}
+        self._written_references: dict[tuple[str, tuple[str, ...]], dict[Any, Any]] = {}
         #: Reference table -> natural key (after "source") -> id.
         self._touched_tables: set[sa.Table] = set()
         self._reference_ids: dict[str, dict[Any, int]] = {}
@@ -257,11 +258,11 @@ class PageLoop:
             fetch_run_rows.record_page(conn, self.fetch_run_id, pending)
         self.totals = pending
         for reference_table, reference_rows in references.items():
-            key_columns = reference_table.info["natural_key"]
             for row in reference_rows:
                 names = tuple(c for c in row if c != "source")
+                key_columns, value_columns = _key_and_values(reference_table, names)
                 written = self._written_references.setdefault((reference_table.name, names), {})
-                written[_own_key(tuple(row[c] for c in key_columns))] = tuple(row[c] for c in names)
+                written[_pick(row, key_columns)] = _pick(row, value_columns)
         return counts
 
     def _identify(self, page: Page, counts: Counts) -> list[_Candidate]:
@@ -296,7 +297,7 @@ class PageLoop:
         """Map changed records (counted created or updated) and refreshed ones (already counted unchanged)."""
         rows: list[dict[str, Any]] = []
         children: dict[sa.Table, _ChildColumns] = {}
-        references: dict[tuple[sa.Table, tuple[str, ...]], dict[Any, tuple[Any, ...]]] = {}
+        references: dict[tuple[sa.Table, tuple[str, ...]], dict[str, list[Any]]] = {}
         kept: dict[sa.Table, set[str]] = {}
         source = self.spec.name
         for candidate, is_refresh in [*((c, False) for c in changed), *((c, True) for c in refreshed)]:
@@ -333,8 +334,10 @@ class PageLoop:
                     batch = children[table] = _ChildColumns()
                 batch.add(_typed(table.c[table.info["parent_column"]], candidate.external_id), columns)
             for table, columns in reference_columns.items():
-                if columns:
-                    _collect(table, columns, references.setdefault((table, tuple(columns)), {}))
+                if columns:  # gathered column by column; keyed and compared once per page
+                    gathered = references.setdefault((table, tuple(columns)), {})
+                    for name, values in columns.items():
+                        gathered.setdefault(name, []).extend(values)
             for table in mapped.keep_children:
                 kept.setdefault(table, set()).add(candidate.external_id)
             if is_refresh:
@@ -365,40 +368,59 @@ class PageLoop:
         return {"source": [self.spec.name] * len(parents), table.info["parent_column"]: parents, **columns}
 
     def _unwritten(
-        self, references: dict[tuple[sa.Table, tuple[str, ...]], dict[Any, tuple[Any, ...]]]
+        self, references: dict[tuple[sa.Table, tuple[str, ...]], dict[str, list[Any]]]
     ) -> dict[sa.Table, list[dict[str, Any]]]:
-        """The page's shared rows that this run has not yet written with these same values.
+        """The page's shared rows (latest per key) that this run has not yet written with these values.
 
-        Most tags of a page were written by an earlier page of the run; comparing the page's
-        (key, values) pairs with the written ones as sets keeps that check out of Python loops.
+        Most tags of a page were written by an earlier page of the run, so this check runs for
+        every tag of every page; it is built from zip/dict/filterfalse, without Python-level
+        loops, and a table with one value column (a tag's category) needs no tuples at all.
         """
         source = self.spec.name
         result: dict[sa.Table, list[dict[str, Any]]] = {}
-        for (table, names), found in references.items():
+        for (table, names), columns in references.items():
+            key_columns, value_columns = _key_and_values(table, names)
+            found = dict(zip(_zipped(columns, key_columns), _zipped(columns, value_columns), strict=True))
             written = self._written_references.get((table.name, names), {})
-            try:
-                fresh = found.items() - written.items()
-            except TypeError:  # unhashable values (a JSON column): compare one by one
-                fresh = {(key, values) for key, values in found.items() if written.get(key) != values}
-            if fresh:
-                result.setdefault(table, []).extend(
-                    {**dict(zip(names, values, strict=True)), "source": source} for _, values in fresh
-                )
-        return result
+            # ``(key, value) in written.items()``: one lookup and one comparison, looped in C.
+            fresh = list(filterfalse(written.items().__contains__, found.items()))
+            rows = result.setdefault(table, [])
+            for key, value in fresh:
+                row = {**_unpick(key, key_columns), **_unpick(value, value_columns), "source": source}
+                rows.append(row)
+        return {table: rows for table, rows in result.items() if rows}
 
     def _fail(self, counts: Counts, candidate: _Candidate, reason: str) -> None:
         counts.records_failed += 1
         self.log.warning(kv("record_failed", source=self.spec.name, id=candidate.external_id, reason=reason))
 
 
-def _collect(table: sa.Table, columns: dict[str, list[Any]], found: dict[Any, tuple[Any, ...]]) -> None:
-    """Add a record's shared rows to the page's, keyed by natural key (a later duplicate wins)."""
-    own_key = table.info["natural_key"][1:]  # the key after "source"
-    rows = zip(*columns.values(), strict=True)
-    if len(own_key) == 1:
-        found.update(zip(columns[own_key[0]], rows, strict=True))
-    else:
-        found.update(zip(zip(*(columns[c] for c in own_key), strict=True), rows, strict=True))
+def _key_and_values(table: sa.Table, names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A reference table's natural key columns (after "source") and the other mapped columns."""
+    key_columns = tuple(table.info["natural_key"][1:])
+    return key_columns, tuple(n for n in names if n not in key_columns)
+
+
+def _zipped(columns: dict[str, list[Any]], names: tuple[str, ...]) -> list[Any] | Any:
+    """One column as is, several as tuples, none as Nones: the key or value of each row."""
+    if len(names) == 1:
+        return columns[names[0]]
+    if not names:
+        return [None] * len(next(iter(columns.values())))
+    return zip(*(columns[n] for n in names), strict=True)
+
+
+def _pick(row: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """A row's key or value, shaped as :func:`_zipped` shapes it."""
+    if len(names) == 1:
+        return row[names[0]]
+    return tuple(row[n] for n in names) if names else None
+
+
+def _unpick(shaped: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    if len(names) == 1:
+        return {names[0]: shaped}
+    return dict(zip(names, shaped, strict=True)) if names else {}
 
 
 def _own_key(natural_key: tuple[Any, ...]) -> Any:
