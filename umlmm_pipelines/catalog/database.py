@@ -67,7 +67,32 @@ def create_catalog_engine(url: str) -> Engine:
         engine = sa.create_engine(url_obj, connect_args={"timeout": 60})
         _make_sqlite_concurrent(engine)
         return engine
-    return sa.create_engine(url_obj, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    engine = sa.create_engine(url_obj, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    _compress_with_lz4(engine)
+    return engine
+
+
+def _compress_with_lz4(engine: Engine) -> None:
+    """Compress large values (raw payloads of a few KB) with lz4 instead of PostgreSQL's pglz.
+
+    Every mapped row keeps its raw payload, which PostgreSQL compresses when it is above ~2 KB;
+    pglz made that the largest single cost of writing a Danbooru post (78 µs a post against
+    54 µs with lz4, for 17% more space). Servers built without lz4 (or older than 14) keep pglz.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+            )
+            found = cursor.fetchone()
+            if found and found[0]:
+                cursor.execute("SET default_toast_compression = 'lz4'")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
 
 
 def _make_sqlite_concurrent(engine: Engine) -> None:

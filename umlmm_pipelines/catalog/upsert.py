@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -74,11 +75,16 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
         conn.execute(statement, list(chunk))
 
 
+def supports_copy(dialect: sa.Dialect) -> bool:
+    """Whether inserts can go through ``COPY … FROM STDIN`` (PostgreSQL through psycopg2)."""
+    return dialect.name == "postgresql" and dialect.driver == "psycopg2"
+
+
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert rows known to be new; PostgreSQL gets them through COPY, the fastest path it has."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+    if supports_copy(conn.dialect):
         copy_rows(conn, table, rows)
         return
     for chunk in _chunks(list(rows)):
@@ -89,7 +95,7 @@ def insert_columns(conn: sa.Connection, table: sa.Table, columns: Mapping[str, S
     """Insert rows given column by column (a page's tag links), through COPY on PostgreSQL."""
     if not columns or not len(next(iter(columns.values()))):
         return
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+    if supports_copy(conn.dialect):
         copy_columns(conn, table, columns)
         return
     names = list(columns)
@@ -100,22 +106,41 @@ def insert_columns(conn: sa.Connection, table: sa.Table, columns: Mapping[str, S
 
 def copy_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """``COPY table (cols) FROM STDIN`` for rows given as dicts (see :func:`copy_columns`)."""
-    copy_columns(conn, table, {name: [row[name] for row in rows] for name in rows[0]})
+    copy_encoded(conn, table, encode_copy_rows(table, rows))
 
 
 def copy_columns(conn: sa.Connection, table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> None:
-    """``COPY table (cols) FROM STDIN`` in PostgreSQL's text format, inside the current transaction.
+    """``COPY table (cols) FROM STDIN`` in PostgreSQL's text format, inside the current transaction."""
+    copy_encoded(conn, table, encode_copy(table, columns))
 
-    Values are converted a column at a time (one list comprehension per column, no per-value
-    function call) and the buffer is sent in large chunks: a first load sends ~25 tag links
-    per post, so per-value Python overhead is what limits posts per second.
-    """
+
+@dataclass(frozen=True)
+class CopyData:
+    """Rows already in COPY text format, so that a page can be encoded before its transaction."""
+
+    columns: tuple[str, ...]
+    data: bytes
+
+
+def encode_copy(table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> CopyData:
+    """Rows as COPY text, converted a column at a time (one list comprehension per column, no
+    per-value function call): a first load sends ~25 tag links per post, so per-value Python
+    overhead is what limits posts per second."""
     converted = [_copy_column(table.c[name], values) for name, values in columns.items()]
     text = "\n".join(map("\t".join, zip(*converted, strict=True))) + "\n"
+    return CopyData(tuple(columns), text.encode())
+
+
+def encode_copy_rows(table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> CopyData:
+    return encode_copy(table, {name: [row[name] for row in rows] for name in rows[0]})
+
+
+def copy_encoded(conn: sa.Connection, table: sa.Table, copy: CopyData) -> None:
+    """Send encoded rows with ``COPY … FROM STDIN`` inside the current transaction (in 1 MB chunks)."""
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        quoted = ", ".join(f'"{c}"' for c in columns)
-        cursor.copy_expert(f'COPY "{table.name}" ({quoted}) FROM STDIN', io.BytesIO(text.encode()), size=1 << 20)
+        quoted = ", ".join(f'"{c}"' for c in copy.columns)
+        cursor.copy_expert(f'COPY "{table.name}" ({quoted}) FROM STDIN', io.BytesIO(copy.data), size=1 << 20)
     finally:
         cursor.close()
 
@@ -138,7 +163,9 @@ def _copy_column(column: sa.Column, values: Sequence[Any]) -> list[str]:
             return list(map(str, values))
         return [null if v is None else str(v) for v in values]
     if isinstance(kind, sa.DateTime | sa.Date):
-        return [null if v is None else v.isoformat() for v in values]
+        # A page's rows share their stamps (updated_at, first_seen_at): format each value once.
+        formatted = {v: null if v is None else v.isoformat() for v in set(values)}
+        return list(map(formatted.__getitem__, values))
     texts = [null if v is None else str(v) for v in values]
     # Most values (tag names, ids, URLs) need no escaping; one regex over the column finds those that do.
     if _NEEDS_ESCAPE.search("".join(t for t in texts if t is not null)):
@@ -168,19 +195,22 @@ def replace_children(
     table: sa.Table,
     source: str,
     changed_parent_ids: Sequence[str],
-    columns: Mapping[str, Sequence[Any]],
+    columns: Mapping[str, Sequence[Any]] | CopyData,
 ) -> None:
     """Replace the child rows of changed parents (a removed tag link disappears with them).
 
     New parents have no children yet, so only ``changed_parent_ids`` (updated parents) are
-    deleted first; every row in ``columns`` is then inserted.
+    deleted first; every row in ``columns`` (or already encoded for COPY) is then inserted.
     """
     parent_column = table.c[table.info["parent_column"]]
     if isinstance(parent_column.type, sa.Integer):
         changed_parent_ids = [int(p) for p in changed_parent_ids]
     for chunk in _chunks(list(changed_parent_ids)):
         conn.execute(sa.delete(table).where(table.c.source == source, parent_column.in_(chunk)))
-    insert_columns(conn, table, columns)
+    if isinstance(columns, CopyData):
+        copy_encoded(conn, table, columns)
+    else:
+        insert_columns(conn, table, columns)
 
 
 def upsert_references(

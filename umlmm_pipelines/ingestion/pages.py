@@ -7,9 +7,11 @@ totals, so a killed or cancelled run leaves whole pages and counts that match th
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import filterfalse
 from typing import Any
 
@@ -19,11 +21,16 @@ from umlmm_pipelines.catalog import fetch_runs as fetch_run_rows
 from umlmm_pipelines.catalog.cursors import save_cursor
 from umlmm_pipelines.catalog.fetch_runs import Counts, utcnow
 from umlmm_pipelines.catalog.upsert import (
+    CopyData,
+    copy_encoded,
+    encode_copy,
+    encode_copy_rows,
     existing_state,
     insert_rows,
     mark_removed,
     relax_commit_durability,
     replace_children,
+    supports_copy,
     upsert_references,
     upsert_rows,
 )
@@ -39,6 +46,9 @@ from umlmm_pipelines.ingestion.source import (
     content_hash,
 )
 
+#: Pages prepared ahead of the one being written: two absorb pages whose write takes longer
+#: (new tags, statistics) without stalling the mapping thread.
+PAGES_IN_FLIGHT = 2
 #: GIL switch interval while a writer thread runs (Python's default is 5 ms; see PageLoop.run_all).
 WRITER_SWITCH_INTERVAL_S = 0.0005
 
@@ -88,6 +98,13 @@ class _Prepared:
     table: sa.Table
     #: Per child table, the records whose catalogued rows there are kept (``MappedRecord.keep_children``).
     kept: dict[sa.Table, set[str]]
+    stamped_at: datetime
+    new_rows: list[dict[str, Any]]
+    encoded_new_rows: CopyData | None
+    #: Per child table: the parents whose rows are replaced, and the rows (encoded when they could
+    #: be resolved ahead; None when the writer must resolve them after writing the page's tags).
+    child_writes: dict[sa.Table, tuple[list[str], CopyData | dict[str, list[Any]] | None]] = field(
+        default_factory=dict)
 
     def overlaps(self, page: Page, run: SourceRun) -> bool:
         """Whether the next page repeats a record of this one (then it must see this write)."""
@@ -128,6 +145,9 @@ class PageLoop:
         self._reference_ids: dict[str, dict[Any, int]] = {}
         self._analyzed_at = 100
         self._enriches = type(run).enrich is not SourceRun.enrich
+        self._copies = supports_copy(engine.dialect)
+        self._write_failed = False
+        self._abandoned = False
 
     def run_all(self) -> Counts:
         """Fetch, classify and map page N+1 while page N is written by a writer thread.
@@ -150,25 +170,36 @@ class PageLoop:
             sys.setswitchinterval(previous_interval)
 
     def _run_pipelined(self) -> Counts:
+        in_flight: deque[tuple[int, _Prepared, Future[Counts]]] = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.spec.name}-writer") as writer:
-            in_flight: tuple[int, _Prepared, Future[Counts]] | None = None
             try:
                 for number, page in enumerate(self.run.pages(), start=1):
-                    if in_flight is not None and in_flight[1].overlaps(page, self.run):
-                        self._finish(*in_flight)
-                        in_flight = None
+                    if any(queued.overlaps(page, self.run) for _, queued, _ in in_flight):
+                        while in_flight:
+                            self._finish(*in_flight.popleft())
                     prepared = self.prepare(page)
                     self.run.page_classified(page, prepared.counts)
-                    if in_flight is not None:
-                        self._finish(*in_flight)
-                    in_flight = (number, prepared, writer.submit(self.write, prepared))
-                if in_flight is not None:
-                    self._finish(*in_flight)
-                    in_flight = None
+                    while len(in_flight) >= PAGES_IN_FLIGHT:
+                        self._finish(*in_flight.popleft())
+                    in_flight.append((number, prepared, writer.submit(self._write_in_order, prepared)))
+                while in_flight:
+                    self._finish(*in_flight.popleft())
             finally:
-                if in_flight is not None:  # stopped early: let the page being written commit or roll back
-                    wait([in_flight[2]], timeout=60)
+                if in_flight:  # stopped early: let the pages being written commit or roll back
+                    self._abandoned = True
+                    wait([future for _, _, future in in_flight], timeout=60)
         return self.totals
+
+    def _write_in_order(self, prepared: _Prepared) -> Counts:
+        """Write a page unless an earlier one failed (a later page must never commit past a gap) or
+        the run is stopping (the page being written finishes; queued ones are dropped)."""
+        if self._write_failed or self._abandoned:
+            raise RuntimeError(f"{self.spec.display_name}: page not written, the run is stopping")
+        try:
+            return self.write(prepared)
+        except BaseException:
+            self._write_failed = True
+            raise
 
     def _finish(self, number: int, prepared: _Prepared, write: Future[Counts]) -> None:
         counts = write.result()
@@ -215,36 +246,52 @@ class PageLoop:
                 changed.append(candidate)
         rows, children, references, kept = self._map(changed, counts, refreshed)
         existed = {c.external_id for c in (*changed, *refreshed) if c.existed}
-        return _Prepared(page, counts, candidates, rows, children, references, existed, table, kept)
+        now = utcnow()
+        for row in rows:  # rows fresh from the mapping: stamped in place, not copied
+            row["updated_at"] = row["first_seen_at"] = now
+        new_rows = [r for r in rows if r["external_id"] not in existed]
+        # Encoded here, on the mapping thread, so that the writer mostly waits for PostgreSQL.
+        encoded = encode_copy_rows(table, new_rows) if new_rows and self._copies else None
+        prepared = _Prepared(page, counts, candidates, rows, children, references, existed, table, kept, now,
+                             new_rows, encoded)
+        updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
+        for child_table, batch in children.items():
+            # Catalogued rows the payload no longer carries stay; the payload's are not added.
+            keep = kept.get(child_table, set()) & existed
+            parents = [p for p in updated_parents if p not in keep] if keep else updated_parents
+            if not self._resolvable(child_table, batch):  # a new tag: resolved once the page's tags are written
+                prepared.child_writes[child_table] = (parents, None)
+                continue
+            columns = self._child_columns(child_table, batch, keep)
+            encoded_children = encode_copy(child_table, columns) if self._copies and batch.parents else None
+            prepared.child_writes[child_table] = (parents, encoded_children or columns)
+        return prepared
 
     def write(self, prepared: _Prepared) -> Counts:
         """Commit one prepared page, its cursor and the run's totals in a single transaction."""
         page, counts, candidates = prepared.page, prepared.counts, prepared.candidates
         rows, children, references, existed = prepared.rows, prepared.children, prepared.references, prepared.existed
-        table, kept = prepared.table, prepared.kept
+        table, kept, now = prepared.table, prepared.kept, prepared.stamped_at
         if table is not self.table:
             self._touched_tables.add(table)
-        now = utcnow()
-        for row in rows:  # rows fresh from the mapping: stamped in place, not copied
-            row["updated_at"] = row["first_seen_at"] = now
-        stamped = rows
         with self.engine.begin() as conn:
             relax_commit_durability(conn)
-            insert_rows(conn, table, [r for r in stamped if r["external_id"] not in existed])
-            upsert_rows(conn, table, [r for r in stamped if r["external_id"] in existed])
+            if prepared.encoded_new_rows is not None:
+                copy_encoded(conn, table, prepared.encoded_new_rows)
+            else:
+                insert_rows(conn, table, prepared.new_rows)
+            upsert_rows(conn, table, [r for r in rows if r["external_id"] in existed])
             for reference_table, reference_rows in references.items():
                 ids = upsert_references(conn, reference_table, reference_rows, now)
                 self._reference_ids.setdefault(reference_table.name, {}).update(
                     (_own_key(k), v) for k, v in ids.items()
                 )
             self._touched_tables.update(references, children)
-            updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
-            for child_table, batch in children.items():
-                # Catalogued rows the payload no longer carries stay; the payload's are not added.
-                keep = kept.get(child_table, set()) & existed
-                parents = [p for p in updated_parents if p not in keep] if keep else updated_parents
-                columns = self._child_columns(child_table, batch, keep)
-                replace_children(conn, child_table, self.spec.name, parents, columns)
+            for child_table, (parents, ready) in prepared.child_writes.items():
+                if ready is None:
+                    keep = kept.get(child_table, set()) & existed
+                    ready = self._child_columns(child_table, children[child_table], keep)
+                replace_children(conn, child_table, self.spec.name, parents, ready)
             if page.complete_scope is not None:
                 seen = [c.external_id for c in candidates] + list(page.listed_before)
                 counts.records_removed = mark_removed(
@@ -257,12 +304,6 @@ class PageLoop:
             pending.add(counts)
             fetch_run_rows.record_page(conn, self.fetch_run_id, pending)
         self.totals = pending
-        for reference_table, reference_rows in references.items():
-            for row in reference_rows:
-                names = tuple(c for c in row if c != "source")
-                key_columns, value_columns = _key_and_values(reference_table, names)
-                written = self._written_references.setdefault((reference_table.name, names), {})
-                written[_pick(row, key_columns)] = _pick(row, value_columns)
         return counts
 
     def _identify(self, page: Page, counts: Counts) -> list[_Candidate]:
@@ -348,6 +389,13 @@ class PageLoop:
                 counts.records_created += 1
         return rows, children, self._unwritten(references), kept
 
+    def _resolvable(self, table: sa.Table, batch: _ChildColumns) -> bool:
+        """Whether every shared row the batch names already has an id (written by an earlier page)."""
+        for key, (reference_table, _) in (table.info.get("resolve") or {}).items():
+            if not self._reference_ids.get(reference_table.name, {}).keys() >= set(batch.columns.get(key, ())):
+                return False
+        return True
+
     def _child_columns(
         self, table: sa.Table, batch: _ChildColumns, skip_parents: set[str] | frozenset[str] = frozenset()
     ) -> dict[str, list[Any]]:
@@ -370,7 +418,7 @@ class PageLoop:
     def _unwritten(
         self, references: dict[tuple[sa.Table, tuple[str, ...]], dict[str, list[Any]]]
     ) -> dict[sa.Table, list[dict[str, Any]]]:
-        """The page's shared rows (latest per key) that this run has not yet written with these values.
+        """The page's shared rows (latest per key) that no earlier page of this run writes with these values.
 
         Most tags of a page were written by an earlier page of the run, so this check runs for
         every tag of every page; it is built from zip/dict/filterfalse, without Python-level
@@ -381,9 +429,12 @@ class PageLoop:
         for (table, names), columns in references.items():
             key_columns, value_columns = _key_and_values(table, names)
             found = dict(zip(_zipped(columns, key_columns), _zipped(columns, value_columns), strict=True))
-            written = self._written_references.get((table.name, names), {})
+            written = self._written_references.setdefault((table.name, names), {})
             # ``(key, value) in written.items()``: one lookup and one comparison, looped in C.
             fresh = list(filterfalse(written.items().__contains__, found.items()))
+            # Counted as written from now on: pages are written in order, and none is written
+            # after a failed one, so a later page never needs to send these rows again.
+            written.update(fresh)
             rows = result.setdefault(table, [])
             for key, value in fresh:
                 row = {**_unpick(key, key_columns), **_unpick(value, value_columns), "source": source}
@@ -408,13 +459,6 @@ def _zipped(columns: dict[str, list[Any]], names: tuple[str, ...]) -> list[Any] 
     if not names:
         return [None] * len(next(iter(columns.values())))
     return zip(*(columns[n] for n in names), strict=True)
-
-
-def _pick(row: dict[str, Any], names: tuple[str, ...]) -> Any:
-    """A row's key or value, shaped as :func:`_zipped` shapes it."""
-    if len(names) == 1:
-        return row[names[0]]
-    return tuple(row[n] for n in names) if names else None
 
 
 def _unpick(shaped: Any, names: tuple[str, ...]) -> dict[str, Any]:

@@ -209,12 +209,15 @@ class BooruRun(SourceRun):
         how many were newer and older."""
         on_day: list[Record] = []
         newer = older = 0
+        checked_zone = self._zone_warned
         for record in records:
             created = _created_at(record)
             if created is None:
                 on_day.append(record)
                 continue
-            self._check_zone(created)
+            if not checked_zone:  # one post a page tells which zone the site writes in
+                self._check_zone(created)
+                checked_zone = True
             posted = created.astimezone(UTC).date().isoformat()
             if posted == day:
                 on_day.append(record)
