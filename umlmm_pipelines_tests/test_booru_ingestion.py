@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -334,3 +335,30 @@ def test_a_site_writing_times_in_another_zone_than_configured_is_warned_about(sq
 def test_an_unknown_site_time_zone_is_a_configuration_error(sqlite_url, site):
     with pytest.raises(Exception, match="'Mars/Olympus' is not an IANA time zone"):
         make_defs(sqlite_url, site.env(SiteTimeZone="Mars/Olympus"))
+
+
+def test_no_page_is_committed_after_one_whose_write_failed(sqlite_url, instance, site, monkeypatch):
+    """Pages are prepared ahead of the write; a failed write must stop every later page, or the
+    resume cursor would jump over the failed page's posts."""
+    from umlmm_pipelines.ingestion import pages
+
+    real_write = pages.PageLoop.write
+    calls = []
+
+    def failing_second_write(self, prepared):
+        calls.append(prepared.page.label)
+        if len(calls) == 2:
+            time.sleep(0.5)  # the next page is prepared and queued meanwhile
+            raise RuntimeError("disk full")
+        return real_write(self, prepared)
+
+    monkeypatch.setattr(pages.PageLoop, "write", failing_second_write)
+
+    result = _ingest(sqlite_url, instance, site, PageSize="100")
+
+    assert not result.success
+    stored = _count(sqlite_url, "posts", site.name)
+    assert stored == 100 and len(calls) == 2  # page 1 only; page 3 was never written
+    [run] = fetch_runs(sqlite_url, site.name)
+    assert (run["status"], run["records_created"], run["pages_committed"]) == ("failed", 100, 1)
+    assert "disk full" in run["error_message"]
