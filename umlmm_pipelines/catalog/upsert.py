@@ -6,9 +6,10 @@ counts every record unchanged; only created and updated rows are sent to the dat
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,16 +35,27 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[start : start + size]
 
 
-def relax_commit_durability(conn: sa.Connection) -> None:
-    """Let PostgreSQL acknowledge this transaction before its WAL reaches disk.
+@contextlib.contextmanager
+def relaxed_commit_durability(conn: sa.Connection) -> Iterator[None]:
+    """Let PostgreSQL acknowledge this connection's commits before their WAL reaches disk.
 
     A crash can then lose the last few committed pages, but never half a page: each page, its
     cursor and the run's counters are one transaction, so the catalog stays consistent and the
     next run fetches those pages again. Ingestion is re-playable; waiting for an fsync per page
-    is not worth its cost here.
+    is not worth its cost here. Set once for the connection a run writes with, and reset before
+    the connection goes back to the pool.
     """
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        conn.exec_driver_sql("SET synchronous_commit TO OFF")
+        conn.commit()
+    try:
+        yield
+    finally:
+        if postgres and not conn.closed and not conn.invalidated:
+            conn.rollback()
+            conn.exec_driver_sql("RESET synchronous_commit")
+            conn.commit()
 
 
 def existing_state(

@@ -7,6 +7,7 @@ totals, so a killed or cancelled run leaves whole pages and counts that match th
 from __future__ import annotations
 
 import sys
+import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -28,7 +29,7 @@ from umlmm_pipelines.catalog.upsert import (
     existing_state,
     insert_rows,
     mark_removed,
-    relax_commit_durability,
+    relaxed_commit_durability,
     replace_children,
     supports_copy,
     upsert_references,
@@ -148,6 +149,9 @@ class PageLoop:
         self._copies = supports_copy(engine.dialect)
         self._write_failed = False
         self._abandoned = False
+        self._analyzer: threading.Thread | None = None
+        self._read_conn: sa.Connection
+        self._write_conn: sa.Connection
 
     def run_all(self) -> Counts:
         """Fetch, classify and map page N+1 while page N is written by a writer thread.
@@ -170,6 +174,18 @@ class PageLoop:
             sys.setswitchinterval(previous_interval)
 
     def _run_pipelined(self) -> Counts:
+        """Pages are classified on one connection and written on another, each held for the run
+        (no pool checkout and liveness ping per page)."""
+        with self.engine.connect() as read_conn, self.engine.connect() as write_conn, \
+                relaxed_commit_durability(write_conn):
+            self._read_conn, self._write_conn = read_conn, write_conn
+            try:
+                return self._pipeline()
+            finally:
+                if self._analyzer is not None:
+                    self._analyzer.join()
+
+    def _pipeline(self) -> Counts:
         in_flight: deque[tuple[int, _Prepared, Future[Counts]]] = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.spec.name}-writer") as writer:
             try:
@@ -220,10 +236,23 @@ class PageLoop:
         if created < 1000 or created < self._analyzed_at * 10:
             return
         self._analyzed_at = created
+        if self._analyzer is not None and self._analyzer.is_alive():
+            return
         tables = [self.table, *self._touched_tables]
-        with self.engine.begin() as conn:
-            for table in tables:
-                conn.exec_driver_sql(f'ANALYZE "{table.name}"')
+        # On its own connection and thread: ANALYZE of a few million links takes a while, and
+        # neither the mapping nor the writing needs to wait for it.
+        self._analyzer = threading.Thread(target=self._analyze, args=(tables,), daemon=True,
+                                          name=f"{self.spec.name}-analyze")
+        self._analyzer.start()
+
+    def _analyze(self, tables: list[sa.Table]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                for table in tables:
+                    conn.exec_driver_sql(f'ANALYZE "{table.name}"')
+        except Exception as exc:  # noqa: BLE001 - statistics are an optimisation; the run goes on
+            self.log.warning(kv("tables_analyze_failed", source=self.spec.name, error=repr(exc)))
+            return
         self.log.debug(kv("tables_analyzed", source=self.spec.name, tables=",".join(t.name for t in tables)))
 
     def prepare(self, page: Page) -> _Prepared:
@@ -231,8 +260,8 @@ class PageLoop:
         counts = Counts(records_fetched=len(page.records), pages_committed=1)
         candidates = self._identify(page, counts)
         table = page.table if page.table is not None else self.table
-        with self.engine.begin() as conn:
-            state = existing_state(conn, table, self.spec.name, [c.external_id for c in candidates])
+        with self._read_conn.begin():
+            state = existing_state(self._read_conn, table, self.spec.name, [c.external_id for c in candidates])
         changed: list[_Candidate] = []
         refreshed: list[_Candidate] = []
         for candidate in candidates:
@@ -274,8 +303,8 @@ class PageLoop:
         table, kept, now = prepared.table, prepared.kept, prepared.stamped_at
         if table is not self.table:
             self._touched_tables.add(table)
-        with self.engine.begin() as conn:
-            relax_commit_durability(conn)
+        conn = self._write_conn
+        with conn.begin():
             if prepared.encoded_new_rows is not None:
                 copy_encoded(conn, table, prepared.encoded_new_rows)
             else:
