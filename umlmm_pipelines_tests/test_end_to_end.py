@@ -234,8 +234,9 @@ def test_ui_lists_each_source_with_its_job_schedule_cron_and_description(stack):
     assert "'0 0 */6 * * ?'" in schedules["civitai_schedule"]["description"]
     assert {s["executionTimezone"] for s in repo["schedules"]} == {"UTC"}
     assert sorted(tuple(a["assetKey"]["path"]) for a in repo["assetNodes"]) == [
-        ("civitai", "models"), ("comfyui", "workflows"), ("danbooru", "posts"), ("e621", "posts"), ("ollama", "models")]
-    assert [s["name"] for s in repo["sensors"]] == ["fetch_runs_reconciliation_sensor"]
+        ("catalog", "model_links"), ("civitai", "models"), ("comfyui", "workflows"), ("danbooru", "posts"),
+        ("e621", "posts"), ("ollama", "models")]
+    assert sorted(s["name"] for s in repo["sensors"]) == ["fetch_runs_reconciliation_sensor", "model_links_automation"]
 
 
 def test_terminated_partition_run_keeps_its_pages_and_the_next_run_resumes_without_duplicates_or_gaps(
