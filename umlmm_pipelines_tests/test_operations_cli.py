@@ -176,3 +176,11 @@ def test_stats_text_prints_one_line_per_source_and_days_widens_the_window(catalo
     ollama = next(line.split() for line in lines if line.split()[0] == "ollama")
     assert ollama[:5] == ["ollama", "5", "4", "1", "0"]
     assert next(line.split() for line in lines if line.split()[0] == "civitai")[6] == "-"  # no rate without runs
+
+
+def test_stats_exits_1_with_one_line_and_no_password_when_the_catalog_is_unreachable(instance):
+    code, out, err = _cli("stats", "--catalog-url", "postgresql://umlmm:s3cret-pw@127.0.0.1:1/catalog")
+
+    assert code == EXIT_UNHEALTHY and out == ""
+    assert err.startswith("cannot read the catalog at postgresql+psycopg2://umlmm:***@127.0.0.1:1/catalog: ")
+    assert "s3cret-pw" not in err and len(err.strip().splitlines()) == 1

@@ -89,6 +89,7 @@ def _health(args: argparse.Namespace, settings: Settings, specs: Sequence[Source
 def _stats(
     args: argparse.Namespace, settings: Settings, specs: Sequence[SourceSpec], out: TextIO, err: TextIO
 ) -> int:
+    from umlmm_pipelines.operations.health import scrub_password
     from umlmm_pipelines.operations.metrics import as_records, source_metrics
 
     window = args.days if args.days is not None else settings.operations.metrics_window_days
@@ -110,7 +111,7 @@ def _stats(
     except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
         where = f" at {redact(url)}" if url else ""
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"cannot read the catalog{where}: {_scrub(message, url)}", file=err)
+        print(f"cannot read the catalog{where}: {scrub_password(message, url)}", file=err)
         return EXIT_UNHEALTHY
     finally:
         instance.dispose()
@@ -128,15 +129,6 @@ def _instance() -> tuple[dg.DagsterInstance | None, str | None]:
     except Exception as exc:  # noqa: BLE001 - DAGSTER_HOME unset or storage unreachable: say so
         text = str(exc).strip()
         return None, f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def _scrub(text: str, url: str | None) -> str:
-    if not url:
-        return text
-    from sqlalchemy import make_url
-
-    password = make_url(url).password
-    return text.replace(str(password), "***") if password else text
 
 
 def run() -> None:

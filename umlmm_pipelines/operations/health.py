@@ -65,7 +65,11 @@ def dagster_storage_report(instance: dg.DagsterInstance) -> dict[str, Any]:
 
 
 def catalog_report(catalog_url: str | None) -> tuple[dict[str, Any], sa.Engine | None]:
-    """Open the catalog as a run would (migrations included) and time a ``SELECT 1`` round trip."""
+    """Open the catalog as a run would and time a ``SELECT 1`` round trip.
+
+    Opening applies pending migrations exactly as the next run would (idempotent, under the
+    migration lock): a catalog that cannot be brought to the code's schema is not healthy.
+    """
     try:
         url = resolve_database_url(catalog_url)
     except Exception as exc:  # noqa: BLE001
@@ -78,7 +82,7 @@ def catalog_report(catalog_url: str | None) -> tuple[dict[str, Any], sa.Engine |
             conn.execute(sa.text("SELECT 1")).scalar_one()
             round_trip = _ms(started)
     except Exception as exc:  # noqa: BLE001
-        return {"reachable": False, "url": shown, "error": _scrub(_first_line(str(exc)), url)}, None
+        return {"reachable": False, "url": shown, "error": scrub_password(_first_line(str(exc)), url)}, None
     return {"reachable": True, "url": shown, "round_trip_ms": round_trip}, engine
 
 
@@ -192,7 +196,7 @@ def _first_line(text: str | None) -> str:
     return line[:_ERROR_LIMIT]
 
 
-def _scrub(text: str, url: str) -> str:
+def scrub_password(text: str, url: str | None) -> str:
     """Driver errors may echo parts of the URL; never let its password through."""
-    password = sa.make_url(url).password
+    password = sa.make_url(url).password if url else None
     return text.replace(str(password), "***") if password else text
