@@ -228,15 +228,16 @@ def test_ui_lists_each_source_with_its_job_schedule_cron_and_description(stack):
     assert repo["location"]["name"] == "umlmm_pipelines"
     assert {f"{s}_ingestion" for s in sources} <= {j["name"] for j in repo["jobs"]}
     schedules = {s["name"]: s for s in repo["schedules"]}
-    assert sorted(schedules) == [f"{s}_schedule" for s in sources]
+    assert sorted(schedules) == [*(f"{s}_schedule" for s in sources), "operations_metrics_schedule"]
     assert schedules["ollama_schedule"]["cronSchedule"] == "* * * * *"  # from the test's UMLMM_CONFIG
     assert schedules["civitai_schedule"]["cronSchedule"] == "0 */6 * * *"
     assert "'0 0 */6 * * ?'" in schedules["civitai_schedule"]["description"]
     assert {s["executionTimezone"] for s in repo["schedules"]} == {"UTC"}
     assert sorted(tuple(a["assetKey"]["path"]) for a in repo["assetNodes"]) == [
         ("catalog", "model_links"), ("civitai", "models"), ("comfyui", "workflows"), ("danbooru", "posts"),
-        ("e621", "posts"), ("ollama", "models")]
-    assert sorted(s["name"] for s in repo["sensors"]) == ["fetch_runs_reconciliation_sensor", "model_links_automation"]
+        ("e621", "posts"), ("ollama", "models"), ("operations", "metrics")]
+    assert sorted(s["name"] for s in repo["sensors"]) == [
+        "fetch_runs_reconciliation_sensor", "model_links_automation", "source_freshness_sensor", "stuck_runs_sensor"]
 
 
 def test_terminated_partition_run_keeps_its_pages_and_the_next_run_resumes_without_duplicates_or_gaps(

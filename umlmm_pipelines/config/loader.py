@@ -20,11 +20,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from umlmm_pipelines.config.errors import ConfigError, ConfigProblem
+from umlmm_pipelines.config.operations import DEFAULT_MAX_RUNTIME_MINUTES, MAX_RUNTIME_KEY, OperationsSettings
 from umlmm_pipelines.config.quartz import CronTranslationError, to_dagster_cron
 from umlmm_pipelines.config.schedules import ScheduleSettings
 
 CONFIG_FILE_ENV = "UMLMM_CONFIG"
 SECTIONS = ("JobSchedules", "Sources")
+#: A section that is not keyed by source.
+OPERATIONS_SECTION = "Operations"
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -45,9 +48,17 @@ class Settings:
     schedules: dict[str, ScheduleSettings]
     sources: dict[str, BaseModel]
     origins: dict[str, str] = field(default_factory=dict)
+    operations: OperationsSettings = field(default_factory=OperationsSettings)
+    #: ``Sources.<Source>.MaxRuntimeMinutes`` per source; None means no limit (0 in the config).
+    max_runtime_minutes: dict[str, float | None] = field(default_factory=dict)
 
     def source(self, name: str) -> BaseModel:
         return self.sources[name]
+
+    def max_runtime_seconds(self, name: str) -> int | None:
+        """The source's run time limit for the ``dagster/max_runtime`` run tag, or None."""
+        minutes = self.max_runtime_minutes.get(name, DEFAULT_MAX_RUNTIME_MINUTES)
+        return None if minutes is None else max(1, round(minutes * 60))
 
 
 class _Tree:
@@ -121,7 +132,7 @@ def load_settings(
             problems.append(ConfigProblem("config", f"{CONFIG_FILE_ENV}={user_file}", str(exc)))
     for name, value in environ.items():
         parts = tuple(name.split("__"))
-        if len(parts) >= 2 and parts[0].lower() in {s.lower() for s in SECTIONS}:
+        if len(parts) >= 2 and parts[0].lower() in {s.lower() for s in (*SECTIONS, OPERATIONS_SECTION)}:
             if (problem := tree.set(parts, value, "env")) is not None:
                 problems.append(problem)
 
@@ -138,20 +149,24 @@ def load_settings(
 
     schedules: dict[str, ScheduleSettings] = {}
     source_settings: dict[str, BaseModel] = {}
+    max_runtimes: dict[str, float | None] = {}
     for spec in specs.values():
         key = _find_key(tree.section("JobSchedules"), spec)
         schedule = _schedule(spec, tree, key, problems)
         if schedule is not None:
             schedules[spec.name] = schedule
         settings_key = _find_key(tree.section("Sources"), spec)
+        max_runtimes[spec.name] = _max_runtime(spec, tree, settings_key, problems)
         model = _source_settings(spec, tree, settings_key, problems)
         if model is not None:
             source_settings[spec.name] = model
+    operations = _operations(tree, problems)
 
     if problems:
         raise ConfigError(problems)
     origins = {".".join(path): origin for path, origin in tree.origins.items()}
-    return Settings(schedules=schedules, sources=source_settings, origins=origins)
+    return Settings(schedules=schedules, sources=source_settings, origins=origins,
+                    operations=operations or OperationsSettings(), max_runtime_minutes=max_runtimes)
 
 
 def _source_key(name: str) -> str:
@@ -203,7 +218,7 @@ def _schedule(
 def _source_settings(
     spec: SourceConfigSpec, tree: _Tree, key: str | None, problems: list[ConfigProblem]
 ) -> BaseModel | None:
-    raw = tree.section("Sources", key) if key else {}
+    raw = {k: v for k, v in (tree.section("Sources", key) if key else {}).items() if k != MAX_RUNTIME_KEY.lower()}
     model = spec.settings_model
     aliases = {(f.alias or name).lower(): (f.alias or name) for name, f in model.model_fields.items()}
     data = {aliases.get(k, tree.names.get(k, k)): v for k, v in raw.items()}
@@ -215,6 +230,43 @@ def _source_settings(
             origin = tree.origin("Sources", key or spec.display_name, field_name) if field_name else (
                 f"Sources.{spec.display_name}")
             problems.append(ConfigProblem(spec.display_name, origin, f"{field_name}: {error['msg']}"))
+        return None
+
+
+def _max_runtime(
+    spec: SourceConfigSpec, tree: _Tree, key: str | None, problems: list[ConfigProblem]
+) -> float | None:
+    """``Sources.<Source>.MaxRuntimeMinutes``: minutes (> 0), or 0 for no limit.
+
+    Read here for every source, so no source's settings model has to know about it.
+    """
+    raw = (tree.section("Sources", key) if key else {}).get(MAX_RUNTIME_KEY.lower())
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return DEFAULT_MAX_RUNTIME_MINUTES
+    try:
+        minutes = float(raw)
+    except (TypeError, ValueError):
+        minutes = -1.0
+    if minutes < 0 or minutes != minutes or minutes == float("inf"):
+        problems.append(ConfigProblem(spec.display_name, tree.origin("Sources", key or spec.display_name,
+                                                                     MAX_RUNTIME_KEY),
+                                      f"{MAX_RUNTIME_KEY} must be a number of minutes >= 0 (0 = no limit), "
+                                      f"not '{raw}'"))
+        return DEFAULT_MAX_RUNTIME_MINUTES
+    return None if minutes == 0 else minutes
+
+
+def _operations(tree: _Tree, problems: list[ConfigProblem]) -> OperationsSettings | None:
+    raw = tree.section(OPERATIONS_SECTION)
+    aliases = {(f.alias or name).lower(): (f.alias or name) for name, f in OperationsSettings.model_fields.items()}
+    data = {aliases.get(k, tree.names.get(k, k)): v for k, v in raw.items()}
+    try:
+        return OperationsSettings.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field_name = str(error["loc"][0]) if error["loc"] else ""
+            problems.append(ConfigProblem(OPERATIONS_SECTION, tree.origin(OPERATIONS_SECTION, field_name),
+                                          f"{field_name}: {error['msg']}"))
         return None
 
 

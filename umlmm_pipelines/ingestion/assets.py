@@ -133,11 +133,25 @@ def _partition_label(keys: list[str]) -> str | None:
     return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 
 
-def build_source_job(spec: SourceSpec, settings: BaseModel) -> UnresolvedAssetJobDefinition:
+def source_job_tags(spec: SourceSpec, max_runtime_seconds: int | None = None) -> dict[str, str]:
+    """Tags every run of the source's job carries, however it is launched.
+
+    ``dagster/max_runtime`` makes Dagster's run monitoring end a run that outlives the source's
+    ``MaxRuntimeMinutes``; job tags are copied onto schedule, backfill, UI and GraphQL runs alike.
+    """
+    tags = {SOURCE_TAG: spec.name}
+    if max_runtime_seconds:
+        tags[dg.MAX_RUNTIME_SECONDS_TAG] = str(int(max_runtime_seconds))
+    return tags
+
+
+def build_source_job(
+    spec: SourceSpec, settings: BaseModel, max_runtime_seconds: int | None = None
+) -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=spec.job_name,
         selection=dg.AssetSelection.assets(spec.asset_key).without_checks(),
-        tags={SOURCE_TAG: spec.name},
+        tags=source_job_tags(spec, max_runtime_seconds),
         partitions_def=spec.partitions_def(settings),
         description=f"Ingest {spec.display_name} into the UMLMM catalog",
         # One step per run: a separate step process would only add start-up time, and with the
