@@ -1,4 +1,9 @@
-"""Real ``dagster-webserver`` and ``dagster-daemon`` processes on a temporary DAGSTER_HOME."""
+"""Real ``dagster-webserver`` and ``dagster-daemon`` processes on a temporary DAGSTER_HOME.
+
+By default they load the project's ``workspace.yaml`` (the code location in a process the
+webserver manages) and ``dagster.yaml``. For the production topology, pass the instance file of
+a deployment profile and a gRPC workspace, and the stack starts a separate code server first.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from dagster_graphql import DagsterGraphQLClient
 ROOT = Path(__file__).resolve().parent.parent
 LOCATION = "umlmm_pipelines"
 REPO = "__repository__"
+DEFINITIONS_MODULE = "umlmm_pipelines.definitions"
 
 
 def free_port() -> int:
@@ -40,25 +46,41 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 class DagsterStack:
-    """Webserver and daemon as separate processes, as a user runs them in production."""
+    """Webserver and daemon (and optionally a code server) as separate processes, as a user runs them in production.
 
-    def __init__(self, home: Path, env: Mapping[str, str]) -> None:
+    ``code_server=True`` starts ``dagster code-server start`` on a free port and passes its address
+    as ``UMLMM_CODE_SERVER_HOST``/``UMLMM_CODE_SERVER_PORT``, which ``deploy/workspace.grpc.yaml`` reads.
+    """
+
+    def __init__(self, home: Path, env: Mapping[str, str], instance_yaml: Path = ROOT / "dagster.yaml",
+                 workspace: Path = ROOT / "workspace.yaml", code_server: bool = False) -> None:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+        config = yaml.safe_load(instance_yaml.read_text())
+        # Faster queue and monitoring than production, so that tests wait seconds, not minutes.
         config["run_queue"]["dequeue_interval_seconds"] = 1
         config["run_monitoring"]["poll_interval_seconds"] = 5
         (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+        self.workspace = workspace
         self.env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
+        self.code_server_port = free_port() if code_server else None
+        if self.code_server_port is not None:
+            self.env.update(UMLMM_CODE_SERVER_HOST="127.0.0.1", UMLMM_CODE_SERVER_PORT=str(self.code_server_port))
         self.processes: list[subprocess.Popen] = []
         self.logs: list[Path] = []
 
     def start(self) -> DagsterStack:
         bin_dir = Path(sys.executable).parent
-        self._spawn("webserver", [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
+        if self.code_server_port is not None:
+            self._spawn("code-server", [str(bin_dir / "dagster"), "code-server", "start", "-m", DEFINITIONS_MODULE,
+                                        "-h", "127.0.0.1", "-p", str(self.code_server_port),
+                                        "--location-name", LOCATION])
+            wait_for(self._code_server_serving, 120, "the code server to load the definitions")
+        workspace = str(self.workspace)
+        self._spawn("webserver", [str(bin_dir / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
                                   "-p", str(self.port)])
-        self._spawn("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"])
+        self._spawn("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace])
         wait_for(self._ready, 120, "the webserver to serve the loaded code location")
         self.instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
         self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
@@ -72,18 +94,37 @@ class DagsterStack:
                              start_new_session=True)
         )
 
-    def _ready(self) -> bool:
+    def _check_alive(self) -> None:
         for process, log in zip(self.processes, self.logs, strict=True):
             if process.poll() is not None:
                 raise AssertionError(f"{log.name} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+
+    def _code_server_serving(self) -> bool:
+        """The server answers and has loaded the definitions (the proxy answers pings while it loads)."""
+        self._check_alive()
+        from dagster._grpc.client import DagsterGrpcClient
+
+        client = DagsterGrpcClient(port=self.code_server_port, host="127.0.0.1")
+        try:
+            client.ping("ready")
+            client.list_repositories()
+        except Exception:  # noqa: BLE001 - any failure here means "not yet"
+            return False
+        return True
+
+    def _ready(self) -> bool:
+        self._check_alive()
         try:
             if httpx.get(f"{self.url}/server_info", timeout=2).status_code != 200:
                 return False
-            data = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")
+            data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+                                    locationOrLoadError { __typename } } } } }""")
         except httpx.HTTPError:
             return False
         entries = data["workspaceOrError"]["locationEntries"]
-        return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+        return bool(entries) and all(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] is not None
+                                     and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                                     for e in entries)
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
         response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30)
