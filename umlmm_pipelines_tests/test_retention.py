@@ -10,7 +10,8 @@ import pytest
 
 from umlmm_pipelines.catalog import fetch_runs as rows
 from umlmm_pipelines.catalog.database import open_catalog
-from umlmm_pipelines.operations.retention import main, prune_history
+from umlmm_pipelines.operations.cli import main
+from umlmm_pipelines.operations.retention import prune_history
 from umlmm_pipelines_tests.helpers import fetch_runs, make_defs, run_source
 
 
@@ -68,7 +69,7 @@ def test_command_line_reports_a_dry_run_without_deleting(tmp_path, monkeypatch, 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.delenv("UMLMM_DATABASE_URL", raising=False)
 
-    assert main(["--older-than-days", "90", "--dry-run"]) == 0
+    assert main(["prune", "--older-than-days", "90", "--dry-run"]) == 0
 
     out = capsys.readouterr().out
     assert "would delete 0 Dagster run(s) and 0 fetch_runs row(s)" in out

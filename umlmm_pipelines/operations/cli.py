@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TextIO
 
 import dagster as dg
@@ -34,7 +35,7 @@ EXIT_USAGE = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="umlmm-pipelines",
-        description="Operations for UMLMM Pipelines: health and run statistics.",
+        description="Operations for UMLMM Pipelines: health, run statistics and pruning old run history.",
         epilog="Exit codes: 0 healthy/ok, 1 unhealthy (health) or data unreadable (stats), 2 usage or config error.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--days", type=float, default=None,
                        help="window in days (default: Operations.MetricsWindowDays)")
     stats.add_argument("--catalog-url", default=None, help="catalog SQLAlchemy URL (as for health)")
+    prune = commands.add_parser("prune", help="delete finished Dagster runs and their fetch_runs rows before a cut-off")
+    prune.add_argument("--older-than-days", type=float, required=True,
+                       help="delete what ended more than this many days ago")
+    prune.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    prune.add_argument("--catalog-url", default=None, help="catalog SQLAlchemy URL (as for health)")
     return parser
 
 
@@ -63,7 +69,29 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return EXIT_USAGE
     if args.command == "health":
         return _health(args, settings, specs, out)
+    if args.command == "prune":
+        return _prune(args, out, err)
     return _stats(args, settings, specs, out, err)
+
+
+def _prune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from umlmm_pipelines.operations.retention import prune_history
+
+    if args.older_than_days <= 0:
+        print("--older-than-days must be greater than 0", file=err)
+        return EXIT_USAGE
+    instance, error = _instance()
+    if instance is None:
+        print(f"cannot read the Dagster instance: {error}", file=err)
+        return EXIT_UNHEALTHY
+    engine = open_catalog(resolve_database_url(args.catalog_url))
+    try:
+        report = prune_history(instance, engine, timedelta(days=args.older_than_days), dry_run=args.dry_run)
+    finally:
+        engine.dispose()
+        instance.dispose()
+    print(f"{report.summary()} (catalog {redact(engine.url)})", file=out)
+    return EXIT_OK
 
 
 def _settings() -> tuple[Settings, tuple[SourceSpec, ...]]:

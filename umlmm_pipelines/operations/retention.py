@@ -6,22 +6,18 @@ records in agreement: every fetch_runs row of a deleted run goes with it, and a 
 deleted on its own when its run is no longer in Dagster's storage (pruned before, or never
 there). Runs still in flight and rows still queued/running are never touched.
 
-    python -m umlmm_pipelines.operations.retention --older-than-days 180 --dry-run
-    python -m umlmm_pipelines.operations.retention --older-than-days 180
+    umlmm-pipelines prune --older-than-days 180 --dry-run
+    umlmm-pipelines prune --older-than-days 180
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
 
-from umlmm_pipelines.catalog.database import open_catalog, redact
 from umlmm_pipelines.catalog.tables import ACTIVE_STATUSES, fetch_runs
 
 FINISHED_RUN_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -96,25 +92,3 @@ def prune_history(
 def _utc(moment: datetime) -> datetime:
     """SQLite hands back naive timestamps; every one we write is UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: the instance of ``DAGSTER_HOME`` and the catalog of ``UMLMM_DATABASE_URL``."""
-    parser = argparse.ArgumentParser(prog="python -m umlmm_pipelines.operations.retention",
-                                     description="Delete Dagster runs and fetch_runs rows older than a cut-off.")
-    parser.add_argument("--older-than-days", type=float, required=True,
-                        help="delete what ended more than this many days ago")
-    parser.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
-    args = parser.parse_args(argv)
-    engine = open_catalog()
-    try:
-        with dg.DagsterInstance.get() as instance:
-            report = prune_history(instance, engine, timedelta(days=args.older_than_days), dry_run=args.dry_run)
-    finally:
-        engine.dispose()
-    print(f"{report.summary()} (catalog {redact(engine.url)})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
