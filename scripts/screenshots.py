@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Screenshots of what a user sees: the UI on an example DAGSTER_HOME filled by real runs.
 
-It starts fake Ollama, Danbooru, e621 and CivitAI servers on 127.0.0.1, a real dagster-webserver
+It starts fake Ollama, Danbooru, e621, CivitAI and ComfyUI servers on 127.0.0.1 (and a ComfyUI
+workflow directory), a real dagster-webserver
 and dagster-daemon on a fresh DAGSTER_HOME (SQLite catalog and storage, the project's dagster.yaml),
 launches runs of every source over GraphQL with the fakes' data changing between runs (so that
 the plots have a history), and then photographs the pages with headless Chromium, driven over the
@@ -31,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from umlmm_pipelines.operations.metrics import METRICS_JOB_NAME  # noqa: E402
 from umlmm_pipelines_tests.dagster_stack import DagsterStack  # noqa: E402
 from umlmm_pipelines_tests.fakes.booru_server import (  # noqa: E402
     FakeBooru,
@@ -51,6 +54,8 @@ from umlmm_pipelines_tests.fakes.civitai_server import (  # noqa: E402
     make_model,
     running_fake_civitai,
 )
+from umlmm_pipelines_tests.fakes.comfyui_server import FIXTURES as COMFYUI_FIXTURES  # noqa: E402
+from umlmm_pipelines_tests.fakes.comfyui_server import FakeComfyUI, running_fake_comfyui  # noqa: E402
 from umlmm_pipelines_tests.fakes.ollama_server import FakeOllama, running_fake_ollama  # noqa: E402
 
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
@@ -64,6 +69,8 @@ class Fakes:
     danbooru: FakeBooru
     e621: FakeBooru
     civitai: FakeCivitAI
+    comfyui: FakeComfyUI
+    workflows: Path
 
 
 def find_chromium() -> str | None:
@@ -83,9 +90,18 @@ def running_fakes() -> Iterator[Fakes]:
     civitai = CivitAIState()
     civitai.add_models([make_model(1000 + n, "LORA") for n in range(12)])
     civitai.add_models([make_model(2000 + n, "Checkpoint") for n in range(5)])
+    # The CivitAI checkpoint the example workflow loads, so that model_links has a match to show.
+    checkpoint = make_model(2100, "Checkpoint", versions=1)
+    checkpoint["name"] = "Illustrious XL"
+    checkpoint["modelVersions"][0]["files"][0]["name"] = "illustriousXL_v01.safetensors"
+    civitai.add_models([checkpoint])
     with ExitStack() as stack:
+        workflows = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="umlmm_workflows_")))
+        for name in ("workflow.json", "workflow_api.json"):
+            shutil.copy(COMFYUI_FIXTURES / name, workflows / name)
         yield Fakes(stack.enter_context(running_fake_ollama()), stack.enter_context(running_fake_danbooru(danbooru)),
-                    stack.enter_context(running_fake_e621(e621)), stack.enter_context(running_fake_civitai(civitai)))
+                    stack.enter_context(running_fake_e621(e621)), stack.enter_context(running_fake_civitai(civitai)),
+                    stack.enter_context(running_fake_comfyui()), workflows)
 
 
 def settings_for(fakes: Fakes) -> dict:
@@ -97,6 +113,7 @@ def settings_for(fakes: Fakes) -> dict:
             "E621": {**booru, "BaseUrl": fakes.e621.url, "RequestsPerSecond": 2},
             "CivitAI": {"BaseUrl": fakes.civitai.url, "Types": ["Checkpoint", "LORA"], "RequestsPerSecond": 0,
                         "PageSize": 5},
+            "ComfyUI": {"BaseUrl": fakes.comfyui.url, "WorkflowDirs": [str(fakes.workflows)]},
         },
     }
 
@@ -136,6 +153,10 @@ def make_history(stack: DagsterStack, fakes: Fakes) -> dict[str, str]:
     for model_type in ("Checkpoint", "LORA"):
         run("civitai_ingestion", model_type)
     notable["comfyui"] = run("comfyui_ingestion")
+    run(METRICS_JOB_NAME)
+    links = dg.AssetKey(["catalog", "model_links"])
+    wait_until(lambda: stack.instance.get_latest_materialization_event(links) is not None, 300,
+               "the model_links_automation sensor to materialize catalog/model_links")
     return notable
 
 
@@ -243,6 +264,13 @@ def take_screenshots(browser: HeadlessChromium, base: str, out: Path, notable: d
     browser.capture(out / "asset_plots.png")
     browser.open(f"{base}/assets/danbooru/posts?view=partitions", "Partitions")
     browser.capture(out / "danbooru_partitions.png")
+    # Requested by the model_links_automation sensor after the CivitAI, ComfyUI and Ollama runs.
+    browser.open(f"{base}/assets/catalog/model_links", "model_files_matched")
+    browser.scroll_to_button("Plots")
+    browser.capture(out / "model_links.png")
+    browser.open(f"{base}/assets/operations/metrics", "success_rate")
+    browser.scroll_to_button("Table")
+    browser.capture(out / "metrics.png")
 
 
 def main(argv: list[str] | None = None) -> int:
