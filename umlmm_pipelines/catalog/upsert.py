@@ -97,7 +97,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
     if not rows:
         return
     if supports_copy(conn.dialect):
-        copy_rows(conn, table, rows)
+        copy_encoded(conn, table, encode_copy_rows(table, rows))
         return
     for chunk in _chunks(list(rows)):
         conn.execute(sa.insert(table), list(chunk))
@@ -108,22 +108,10 @@ def insert_columns(conn: sa.Connection, table: sa.Table, columns: Mapping[str, S
     if not columns or not len(next(iter(columns.values()))):
         return
     if supports_copy(conn.dialect):
-        copy_columns(conn, table, columns)
+        copy_encoded(conn, table, encode_copy(table, columns))
         return
     names = list(columns)
-    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-    for chunk in _chunks(rows):
-        conn.execute(sa.insert(table), list(chunk))
-
-
-def copy_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """``COPY table (cols) FROM STDIN`` for rows given as dicts (see :func:`copy_columns`)."""
-    copy_encoded(conn, table, encode_copy_rows(table, rows))
-
-
-def copy_columns(conn: sa.Connection, table: sa.Table, columns: Mapping[str, Sequence[Any]]) -> None:
-    """``COPY table (cols) FROM STDIN`` in PostgreSQL's text format, inside the current transaction."""
-    copy_encoded(conn, table, encode_copy(table, columns))
+    insert_rows(conn, table, [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)])
 
 
 @dataclass(frozen=True)

@@ -97,14 +97,13 @@ class _Prepared:
     references: dict[sa.Table, list[dict[str, Any]]]
     existed: set[str]
     table: sa.Table
-    #: Per child table, the records whose catalogued rows there are kept (``MappedRecord.keep_children``).
-    kept: dict[sa.Table, set[str]]
     stamped_at: datetime
     new_rows: list[dict[str, Any]]
     encoded_new_rows: CopyData | None
-    #: Per child table: the parents whose rows are replaced, and the rows (encoded when they could
-    #: be resolved ahead; None when the writer must resolve them after writing the page's tags).
-    child_writes: dict[sa.Table, tuple[list[str], CopyData | dict[str, list[Any]] | None]] = field(
+    #: Per child table: the parents whose rows are replaced, the parents whose rows are kept, and
+    #: the rows (encoded when they could be resolved ahead; None when the writer must resolve them
+    #: after writing the page's tags).
+    child_writes: dict[sa.Table, tuple[list[str], set[str], CopyData | dict[str, list[Any]] | None]] = field(
         default_factory=dict)
 
     def overlaps(self, page: Page, run: SourceRun) -> bool:
@@ -281,26 +280,27 @@ class PageLoop:
         new_rows = [r for r in rows if r["external_id"] not in existed]
         # Encoded here, on the mapping thread, so that the writer mostly waits for PostgreSQL.
         encoded = encode_copy_rows(table, new_rows) if new_rows and self._copies else None
-        prepared = _Prepared(page, counts, candidates, rows, children, references, existed, table, kept, now,
+        prepared = _Prepared(page, counts, candidates, rows, children, references, existed, table, now,
                              new_rows, encoded)
         updated_parents = [row["external_id"] for row in rows if row["external_id"] in existed]
         for child_table, batch in children.items():
-            # Catalogued rows the payload no longer carries stay; the payload's are not added.
+            # Catalogued rows the payload no longer carries stay (``MappedRecord.keep_children``);
+            # the payload's are not added.
             keep = kept.get(child_table, set()) & existed
             parents = [p for p in updated_parents if p not in keep] if keep else updated_parents
             if not self._resolvable(child_table, batch):  # a new tag: resolved once the page's tags are written
-                prepared.child_writes[child_table] = (parents, None)
+                prepared.child_writes[child_table] = (parents, keep, None)
                 continue
             columns = self._child_columns(child_table, batch, keep)
             encoded_children = encode_copy(child_table, columns) if self._copies and batch.parents else None
-            prepared.child_writes[child_table] = (parents, encoded_children or columns)
+            prepared.child_writes[child_table] = (parents, keep, encoded_children or columns)
         return prepared
 
     def write(self, prepared: _Prepared) -> Counts:
         """Commit one prepared page, its cursor and the run's totals in a single transaction."""
         page, counts, candidates = prepared.page, prepared.counts, prepared.candidates
         rows, children, references, existed = prepared.rows, prepared.children, prepared.references, prepared.existed
-        table, kept, now = prepared.table, prepared.kept, prepared.stamped_at
+        table, now = prepared.table, prepared.stamped_at
         if table is not self.table:
             self._touched_tables.add(table)
         conn = self._write_conn
@@ -316,9 +316,8 @@ class PageLoop:
                     (_own_key(k), v) for k, v in ids.items()
                 )
             self._touched_tables.update(references, children)
-            for child_table, (parents, ready) in prepared.child_writes.items():
+            for child_table, (parents, keep, ready) in prepared.child_writes.items():
                 if ready is None:
-                    keep = kept.get(child_table, set()) & existed
                     ready = self._child_columns(child_table, children[child_table], keep)
                 replace_children(conn, child_table, self.spec.name, parents, ready)
             if page.complete_scope is not None:

@@ -14,7 +14,7 @@ from umlmm_pipelines.catalog.fetch_runs import utcnow
 from umlmm_pipelines.catalog.upsert import insert_rows
 from umlmm_pipelines.ingestion.logfmt import kv
 from umlmm_pipelines.ingestion.recorder import FetchRunRecorder
-from umlmm_pipelines.links.matching import CivitAIFiles, Match, name_key, read_frame, workflow_hints
+from umlmm_pipelines.links.matching import CivitAIFiles, Match, missing, name_key, read_frame, workflow_hints
 from umlmm_pipelines.links.tables import (
     AMBIGUOUS,
     LINK_TABLES,
@@ -120,7 +120,7 @@ def refresh_links(engine: sa.Engine) -> LinkSummary:
             by_name.setdefault(name_key(r["file_name"]), []).append(r["external_id"])
         reference_rows = []
         for ref in read_frame(conn, _WORKFLOW_REFERENCES).to_dict("records"):
-            folder = None if ref["folder"] is None or ref["folder"] != ref["folder"] else ref["folder"]  # NaN
+            folder = None if missing(ref["folder"]) else ref["folder"]
             installed = by_path.get((folder, ref["file_name"]))
             if installed is None and len(by_name.get(name_key(ref["file_name"]), [])) == 1:
                 installed = by_name[name_key(ref["file_name"])][0]

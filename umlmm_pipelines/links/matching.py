@@ -111,7 +111,7 @@ class CivitAIFiles:
         self.by_version: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in records:
-            row = {k: (None if _missing(v) else v) for k, v in row.items()}
+            row = {k: (None if missing(v) else v) for k, v in row.items()}
             if row["sha256"]:
                 self.by_sha256[str(row["sha256"]).upper()].append(row)
             if row["autov2"]:
@@ -152,7 +152,8 @@ def _matched(files: list[dict[str, Any]], method: str) -> Match:
     )
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
+    """None, or the NaN pandas reads a SQL NULL as."""
     return value is None or (isinstance(value, float) and pd.isna(value))
 
 

@@ -28,6 +28,7 @@ from pydantic import Field, SecretStr, field_validator
 from umlmm_pipelines.catalog.tables import Timestamp, child_table, entity_table, reference_table
 from umlmm_pipelines.ingestion.http import HttpSettings, PoliteClient
 from umlmm_pipelines.ingestion.source import MappedRecord, Page, Record, RunInputs, SourceError, SourceRun, SourceSpec
+from umlmm_pipelines.ingestion.timestamps import parse_timestamp, parse_timestamp_as_written
 
 #: Above any real post id: the first page of a walk is ``b<this>``, so every page is keyset-paged.
 TOP_OF_KEYSET = 2_147_483_647
@@ -284,30 +285,16 @@ def site_days(day: date, zone: ZoneInfo) -> tuple[date, date]:
 
 
 def _created_at(record: Record) -> datetime | None:
-    """``created_at`` with the offset the site wrote (UTC when it wrote none), or None."""
-    value = record.get("created_at") if isinstance(record, dict) else None
-    if not isinstance(value, str) or not value:
-        return None
+    """``created_at`` with the offset the site wrote, or None when it is missing or unreadable."""
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_timestamp_as_written(record.get("created_at")) if isinstance(record, dict) else None
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _post_id(record: Record) -> int | None:
     value = record.get("id") if isinstance(record, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def parse_time(value: Any) -> datetime | None:
-    """ISO 8601 with milliseconds and an offset (US Eastern by default) as UTC."""
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def whole(value: Any, field: str) -> int | None:
@@ -323,13 +310,13 @@ def mapped_post(post: Record, by_category: dict[str, list[str]], columns: dict[s
     ``columns`` are the site-specific columns; a site that reports no tag count (e621) gets
     the number of tags linked.
     """
-    posted_at = parse_time(post.get("created_at"))
+    posted_at = parse_timestamp(post.get("created_at"))
     links, tag_list = tag_rows(by_category)
     row = {
         "post_id": post["id"],
         "upload_date": posted_at.date() if posted_at else None,
         "posted_at": posted_at,
-        "edited_at": parse_time(post.get("updated_at")),
+        "edited_at": parse_timestamp(post.get("updated_at")),
         **columns,
     }
     row.setdefault("tag_count", len(links["tag"]))

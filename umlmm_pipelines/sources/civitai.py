@@ -54,6 +54,7 @@ from umlmm_pipelines.ingestion.source import (
     SourceRun,
     SourceSpec,
 )
+from umlmm_pipelines.ingestion.timestamps import parse_timestamp
 
 MODELS_PATH = "/api/v1/models"
 #: Read when ``Sources__CivitAI__ApiToken`` is not set: the name CivitAI's own tools use.
@@ -274,9 +275,9 @@ class WalkState:
         try:
             data = json.loads(text)
             return cls(
-                completed_at=_parse_time(data.get("full_walk_completed_at")),
+                completed_at=parse_timestamp(data.get("full_walk_completed_at")),
                 resume_cursor=data.get("resume_cursor") or None,
-                started_at=_parse_time(data.get("full_walk_started_at")),
+                started_at=parse_timestamp(data.get("full_walk_started_at")),
             )
         except (ValueError, TypeError, AttributeError):
             return cls()
@@ -709,16 +710,9 @@ def _timestamp(value: Any, field: str) -> datetime | None:
     if value in (None, ""):
         return None
     try:
-        return _parse_time(value)
+        return parse_timestamp(value)
     except (TypeError, ValueError):
         raise RecordError(f"{field} is {value!r}, not an ISO 8601 time") from None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +18,7 @@ from pydantic import Field, field_validator
 from umlmm_pipelines.catalog.tables import JSONType, Timestamp, entity_table
 from umlmm_pipelines.ingestion.http import HttpSettings, PoliteClient, SourceHttpError
 from umlmm_pipelines.ingestion.source import MappedRecord, Page, Record, RecordError, RunInputs, SourceRun, SourceSpec
+from umlmm_pipelines.ingestion.timestamps import parse_timestamp
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 _BLOB_FROM = re.compile(r"blobs/sha256[-:]([0-9a-f]{64})$")
@@ -208,20 +208,6 @@ def _go_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def parse_timestamp(value: str | None) -> datetime | None:
-    """RFC 3339 with 0-9 fraction digits and any offset, as UTC."""
-    if not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    match = re.match(r"^(.*T\d{2}:\d{2}:\d{2})(\.\d+)?(.*)$", text)
-    if match and match.group(2):
-        text = match.group(1) + match.group(2)[:7] + match.group(3)  # Python keeps microseconds only
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def context_length(details: dict[str, Any], model_info: dict[str, Any] | None) -> int | None:
