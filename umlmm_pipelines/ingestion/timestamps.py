@@ -6,11 +6,8 @@ milliseconds with a US Eastern offset, CivitAI ``Z``; the catalog stores UTC.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
-
-_FRACTION = re.compile(r"^(.*T\d{2}:\d{2}:\d{2})(\.\d+)?(.*)$")
 
 
 def parse_timestamp_as_written(value: Any) -> datetime | None:
@@ -18,11 +15,8 @@ def parse_timestamp_as_written(value: Any) -> datetime | None:
     nothing. Raises ValueError for text that is not a timestamp."""
     if not value:
         return None
-    text = str(value).strip().replace("Z", "+00:00")
-    match = _FRACTION.match(text)
-    if match and match.group(2):
-        text = match.group(1) + match.group(2)[:7] + match.group(3)  # Python keeps microseconds only
-    parsed = datetime.fromisoformat(text)
+    # Python 3.11+ reads any number of fraction digits (Go's nanoseconds), keeping microseconds.
+    parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
