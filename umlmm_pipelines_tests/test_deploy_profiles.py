@@ -136,7 +136,9 @@ def test_helm_values_mirror_the_instance_profile():
 
     assert values["concurrency"]["runs"] == {"maxConcurrentRuns": runs["max_concurrent_runs"],
                                              "tagConcurrencyLimits": runs["tag_concurrency_limits"]}
-    assert values["concurrency"]["pools"] == {"defaultLimit": default["concurrency"]["pools"]["default_limit"]}
+    pools = default["concurrency"]["pools"]
+    assert values["concurrency"]["pools"] == {"defaultLimit": pools["default_limit"],
+                                              "granularity": pools["granularity"]}
     daemon = values["dagsterDaemon"]
     assert daemon["runCoordinator"]["config"]["queuedRunCoordinator"]["dequeueIntervalSeconds"] == (
         default["run_queue"]["dequeue_interval_seconds"])
