@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from umlmm_pipelines.catalog.database import create_catalog_engine, migrate, normalize_url, open_catalog, redact
+from umlmm_pipelines.catalog.database import (
+    alembic_config,
+    create_catalog_engine,
+    migrate,
+    normalize_url,
+    open_catalog,
+    redact,
+)
 from umlmm_pipelines.catalog.schema import load_all_tables
 
 
@@ -32,6 +41,29 @@ def test_migrating_twice_changes_nothing(catalog_url):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == version
     assert len(version) == 1
+
+
+@pytest.mark.postgres
+def test_upgrading_a_catalog_with_jsonb_payloads_keeps_them_and_stores_them_as_json(postgres_url):
+    engine = create_catalog_engine(postgres_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0005")
+        conn.execute(sa.text(
+            "INSERT INTO posts (source, external_id, post_id, content_hash, raw, first_seen_at, updated_at) "
+            "VALUES ('danbooru', '1', 1, 'h', CAST(:raw AS jsonb), now(), now())"), {"raw": '{"id": 1, "tags": ["a"]}'})
+
+    migrate(engine)
+
+    with engine.connect() as conn:
+        raw_types = conn.execute(sa.text(
+            "SELECT DISTINCT data_type FROM information_schema.columns WHERE column_name = 'raw'")).scalars().all()
+        assert raw_types == ["json"]
+        assert conn.execute(sa.text("SELECT raw->>'id', raw->'tags'->>0 FROM posts")).one() == ("1", "a")
+    with engine.begin() as conn:  # and back
+        command.downgrade(alembic_config(conn), "0005")
+        assert conn.execute(sa.text(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = 'posts' AND column_name = 'raw'"
+        )).scalar_one() == "jsonb"
 
 
 def test_bare_postgresql_urls_use_the_installed_psycopg2_driver():

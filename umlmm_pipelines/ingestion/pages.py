@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -52,6 +53,9 @@ from umlmm_pipelines.ingestion.source import (
 PAGES_IN_FLIGHT = 2
 #: GIL switch interval while a writer thread runs (Python's default is 5 ms; see PageLoop.run_all).
 WRITER_SWITCH_INTERVAL_S = 0.0005
+#: A committed page is logged when this long has passed since the last logged one (the first
+#: page always is). Each log line is an event Dagster stores; fetch_runs has every page's counts.
+PAGE_LOG_INTERVAL_S = 2.0
 
 
 @dataclass
@@ -149,6 +153,9 @@ class PageLoop:
         self._write_failed = False
         self._abandoned = False
         self._analyzer: threading.Thread | None = None
+        self._analyzer_pid: int | None = None
+        self._analyze_cancelled = False
+        self._page_logged_at: float | None = None
         self._read_conn: sa.Connection
         self._write_conn: sa.Connection
 
@@ -181,8 +188,7 @@ class PageLoop:
             try:
                 return self._pipeline()
             finally:
-                if self._analyzer is not None:
-                    self._analyzer.join()
+                self._stop_analyzing()
 
     def _pipeline(self) -> Counts:
         in_flight: deque[tuple[int, _Prepared, Future[Counts]]] = deque()
@@ -218,10 +224,13 @@ class PageLoop:
 
     def _finish(self, number: int, prepared: _Prepared, write: Future[Counts]) -> None:
         counts = write.result()
-        self.log.info(
-            kv("page_committed", source=self.spec.name, page=number, label=prepared.page.label,
-               **counts.as_dict(), total_fetched=self.totals.records_fetched)
-        )
+        now = time.monotonic()
+        if self._page_logged_at is None or now - self._page_logged_at >= PAGE_LOG_INTERVAL_S:
+            self._page_logged_at = now
+            self.log.info(
+                kv("page_committed", source=self.spec.name, page=number, label=prepared.page.label,
+                   **counts.as_dict(), total_fetched=self.totals.records_fetched)
+            )
         self._refresh_statistics_when_grown()
 
     def _refresh_statistics_when_grown(self) -> None:
@@ -247,12 +256,32 @@ class PageLoop:
     def _analyze(self, tables: list[sa.Table]) -> None:
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    self._analyzer_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
                 for table in tables:
+                    if self._analyze_cancelled:
+                        return
                     conn.exec_driver_sql(f'ANALYZE "{table.name}"')
         except Exception as exc:  # noqa: BLE001 - statistics are an optimisation; the run goes on
-            self.log.warning(kv("tables_analyze_failed", source=self.spec.name, error=repr(exc)))
+            if not self._analyze_cancelled:
+                self.log.warning(kv("tables_analyze_failed", source=self.spec.name, error=repr(exc)))
             return
         self.log.debug(kv("tables_analyzed", source=self.spec.name, tables=",".join(t.name for t in tables)))
+
+    def _stop_analyzing(self) -> None:
+        """End an ANALYZE still running when the pages are done: it was for this run's own lookups,
+        and autovacuum analyzes tables that grew this much anyway. Waiting for one that started on
+        the last pages (a few million links) would only add to the run's time."""
+        analyzer = self._analyzer
+        if analyzer is None:
+            return
+        if analyzer.is_alive():
+            self._analyze_cancelled = True  # before reading the pid: the thread sets it before it checks this
+            pid = self._analyzer_pid
+            if pid is not None:
+                with self.engine.connect() as conn:
+                    conn.execute(sa.text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+        analyzer.join()
 
     def prepare(self, page: Page) -> _Prepared:
         """Key, hash and classify the page's records, then enrich and map the changed ones."""

@@ -41,7 +41,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field, SecretStr, field_validator
 
-from umlmm_pipelines.catalog.tables import JSONType, Timestamp, child_table, entity_table
+from umlmm_pipelines.catalog.tables import JSONType, RawPayload, Timestamp, child_table, entity_table
 from umlmm_pipelines.ingestion.http import HttpSettings, PoliteClient, SourceHttpError
 from umlmm_pipelines.ingestion.logfmt import kv
 from umlmm_pipelines.ingestion.source import (
@@ -178,7 +178,7 @@ civitai_model_versions = child_table(
     sa.Column("thumbs_up_count", sa.BigInteger, nullable=True),
     sa.Column("thumbs_down_count", sa.BigInteger, nullable=True),
     sa.Column("stats", JSONType, nullable=True),
-    sa.Column("raw", JSONType, nullable=False),
+    sa.Column("raw", RawPayload, nullable=False),
     sa.PrimaryKeyConstraint("model_id", "version_id"),
     sa.Index("ix_civitai_model_versions_version_id", "version_id"),
     parent_type=sa.BigInteger(),
@@ -211,7 +211,7 @@ civitai_model_files = child_table(
     sa.Column("blake3", sa.String(128), nullable=True),
     sa.Column("crc32", sa.String(128), nullable=True),
     sa.Column("download_url", sa.Text, nullable=True),
-    sa.Column("raw", JSONType, nullable=False),
+    sa.Column("raw", RawPayload, nullable=False),
     sa.PrimaryKeyConstraint("model_id", "file_id"),
     sa.Index("ix_civitai_model_files_sha256", "sha256"),
     sa.Index("ix_civitai_model_files_name", "name"),
@@ -241,7 +241,7 @@ civitai_model_images = child_table(
     sa.Column("remix_of_id", sa.BigInteger, nullable=True),
     sa.Column("availability", sa.String(64), nullable=True),
     sa.Column("meta", JSONType, nullable=True),
-    sa.Column("raw", JSONType, nullable=False),
+    sa.Column("raw", RawPayload, nullable=False),
     sa.Index("ix_civitai_model_images_model_id", "model_id"),
     sa.Index("ix_civitai_model_images_version_id", "version_id"),
     parent_type=sa.BigInteger(),
