@@ -279,8 +279,11 @@ class PageLoop:
             self._analyze_cancelled = True  # before reading the pid: the thread sets it before it checks this
             pid = self._analyzer_pid
             if pid is not None:
-                with self.engine.connect() as conn:
-                    conn.execute(sa.text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+                try:
+                    with self.engine.connect() as conn:
+                        conn.execute(sa.text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+                except Exception as exc:  # noqa: BLE001 - never hide why the run is ending; wait instead
+                    self.log.debug(kv("tables_analyze_cancel_failed", source=self.spec.name, error=repr(exc)))
         analyzer.join()
 
     def prepare(self, page: Page) -> _Prepared:
