@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from umlmm_pipelines.operations.metrics import METRICS_JOB_NAME  # noqa: E402
-from umlmm_pipelines_tests.dagster_stack import DagsterStack  # noqa: E402
+from umlmm_pipelines_tests.dagster_stack import DagsterStack, wait_for  # noqa: E402
 from umlmm_pipelines_tests.fakes.booru_server import (  # noqa: E402
     FakeBooru,
     running_fake_danbooru,
@@ -155,8 +155,8 @@ def make_history(stack: DagsterStack, fakes: Fakes) -> dict[str, str]:
     notable["comfyui"] = run("comfyui_ingestion")
     run(METRICS_JOB_NAME)
     links = dg.AssetKey(["catalog", "model_links"])
-    wait_until(lambda: stack.instance.get_latest_materialization_event(links) is not None, 300,
-               "the model_links_automation sensor to materialize catalog/model_links")
+    wait_for(lambda: stack.instance.get_latest_materialization_event(links) is not None, 300,
+             "the model_links_automation sensor to materialize catalog/model_links", interval=0.25)
     return notable
 
 
@@ -177,7 +177,7 @@ class HeadlessChromium:
             command.insert(1, "--no-sandbox")  # Chromium refuses to sandbox as root
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = Path(self.profile) / "DevToolsActivePort"
-        wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 30, "Chromium to start")
+        wait_for(lambda: port_file.exists() and port_file.read_text().strip(), 30, "Chromium to start", interval=0.25)
         port = int(port_file.read_text().split()[0])
         page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json", timeout=10).json() if t["type"] == "page")
         self._connection = connect(page["webSocketDebuggerUrl"], max_size=None)
@@ -201,8 +201,8 @@ class HeadlessChromium:
 
     def open(self, url: str, wait_for_text: str) -> None:
         self.call("Page.navigate", url=url)
-        wait_until(lambda: self.js(f"document.body && document.body.innerText.includes({json.dumps(wait_for_text)})"),
-                   60, f"{url} to show {wait_for_text!r}")
+        wait_for(lambda: self.js(f"document.body && document.body.innerText.includes({json.dumps(wait_for_text)})"),
+                 60, f"{url} to show {wait_for_text!r}", interval=0.25)
         self.dismiss_community_dialog()
         time.sleep(1.5)  # let charts and lazy panels finish drawing
 
@@ -212,8 +212,8 @@ class HeadlessChromium:
         deadline = time.monotonic() + appear_within
         while time.monotonic() < deadline:
             if self.click_button("Skip"):
-                wait_until(lambda: not self.js("document.body.innerText.includes('Join the Dagster community')"),
-                           10, "the community dialog to close")
+                wait_for(lambda: not self.js("document.body.innerText.includes('Join the Dagster community')"),
+                         10, "the community dialog to close", interval=0.25)
                 return
             time.sleep(0.25)
 
@@ -238,16 +238,6 @@ class HeadlessChromium:
         self.process.terminate()
         self.process.wait(timeout=20)
         shutil.rmtree(self.profile, ignore_errors=True)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def take_screenshots(browser: HeadlessChromium, base: str, out: Path, notable: dict[str, str]) -> None:

@@ -45,6 +45,11 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+  ... on PartitionSetNotFoundError { message } } }"""
+
+
 class DagsterStack:
     """Webserver and daemon (and optionally a code server) as separate processes, as a user runs them in production.
 
@@ -148,6 +153,19 @@ class DagsterStack:
         finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
         wait_for(lambda: all(self.run(r).status in finished for r in run_ids), timeout, f"runs {run_ids} to finish")
         return [self.run(r) for r in run_ids]
+
+    def launch_backfill(self, **params: Any) -> str:
+        """A partition backfill launched over GraphQL as the UI does (``LaunchBackfillParams``); its id."""
+        data = self.graphql(LAUNCH_BACKFILL, params=params)
+        assert data["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", data
+        return data["launchPartitionBackfill"]["backfillId"]
+
+    def wait_backfill(self, backfill_id: str, timeout: float = 240) -> list[dg.DagsterRun]:
+        """The backfill's runs (sorted by run id) once the daemon has marked it complete."""
+        wait_for(lambda: (b := self.instance.get_backfill(backfill_id)) is not None
+                 and b.status.value.startswith("COMPLETED"), timeout, f"backfill {backfill_id} to complete", interval=2)
+        runs = self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        return sorted(runs, key=lambda run: run.run_id)
 
     def schedule_selector(self, name: str) -> dict[str, str]:
         return {"repositoryLocationName": LOCATION, "repositoryName": REPO, "scheduleName": name}

@@ -273,40 +273,20 @@ def test_terminated_partition_run_keeps_its_pages_and_the_next_run_resumes_witho
     assert len(ids) == len(set(ids)) == BOORU_POSTS
 
 
-LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-
-
-def _launch_asset_backfill(stack, source: str) -> str:
-    data = stack.graphql(LAUNCH_BACKFILL, params={
-        "assetSelection": [{"path": [source, "posts"]}], "partitionNames": BOORU_DAYS, "title": f"{source} e2e"})
-    assert data["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", data
-    return data["launchPartitionBackfill"]["backfillId"]
-
-
-def _backfill_runs(stack, backfill_id: str) -> list[dg.DagsterRun]:
-    """The backfill's runs once the daemon has marked it complete."""
-
-    def done():
-        backfill = stack.instance.get_backfill(backfill_id)
-        return backfill is not None and backfill.status.value.startswith("COMPLETED")
-
-    wait_for(done, 240, f"backfill {backfill_id} to complete", interval=2)
-    records = stack.instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-    return sorted((r.dagster_run for r in records), key=lambda run: run.run_id)
-
-
 def test_backfill_runs_one_run_at_a_time_per_source_or_in_chunks_by_policy(stack, boorus, catalog):
     # Both sources' backfills at once (the backfill daemon works every 30 s, so one after the
     # other would only add waiting): one source's runs never overlap, the two sources' may.
-    danbooru_backfill, e621_backfill = (_launch_asset_backfill(stack, source) for source in ("danbooru", "e621"))
+    danbooru_backfill, e621_backfill = (
+        stack.launch_backfill(assetSelection=[{"path": [source, "posts"]}], partitionNames=BOORU_DAYS,
+                              title=f"{source} e2e")
+        for source in ("danbooru", "e621"))
     # Danbooru is configured with one day per run: three runs, one at a time.
-    danbooru_runs = _backfill_runs(stack, danbooru_backfill)
+    danbooru_runs = stack.wait_backfill(danbooru_backfill)
     assert len(danbooru_runs) == 3 and {r.status for r in danbooru_runs} == {dg.DagsterRunStatus.SUCCESS}
     records = stack.instance.get_run_records(filters=dg.RunsFilter(run_ids=[r.run_id for r in danbooru_runs]))
     assert _intervals_disjoint([(r.start_time, r.end_time) for r in records])
     # e621 keeps the default policy, seven days per run: the three days arrive in one run.
-    [e621_run] = _backfill_runs(stack, e621_backfill)
+    [e621_run] = stack.wait_backfill(e621_backfill)
     assert e621_run.status == dg.DagsterRunStatus.SUCCESS
     [row] = [r for r in fetch_runs(catalog, "e621") if r["dagster_run_id"] == e621_run.run_id]
     assert row["partition_key"] == f"{BOORU_DAYS[0]}...{BOORU_DAYS[-1]}"

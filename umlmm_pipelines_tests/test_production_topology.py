@@ -226,11 +226,6 @@ def test_the_code_location_runs_in_the_grpc_code_server_and_dagster_stores_in_po
     assert isinstance(stack.instance.event_log_storage, PostgresEventLogStorage)
 
 
-LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
-  ... on PartitionSetNotFoundError { message } } }"""
-
-
 def test_every_source_a_backfill_and_a_terminated_run_leave_fetch_runs_and_run_storage_in_agreement(
     stack, fakes, catalog
 ):
@@ -251,12 +246,10 @@ def test_every_source_a_backfill_and_a_terminated_run_leave_fetch_runs_and_run_s
         assert isinstance(origin, GrpcServerCodeLocationOrigin) and origin.port == stack.code_server_port
 
     # A three-day Danbooru backfill (one day per run) and, meanwhile, an e621 run that is terminated mid-way.
-    data = stack.graphql(LAUNCH_BACKFILL, params={
-        "selector": {"partitionSetName": "danbooru_ingestion_partition_set",
-                     "repositorySelector": {"repositoryLocationName": LOCATION, "repositoryName": REPO}},
-        "partitionNames": DAYS})
-    assert data["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", data
-    backfill_id = data["launchPartitionBackfill"]["backfillId"]
+    backfill_id = stack.launch_backfill(
+        selector={"partitionSetName": "danbooru_ingestion_partition_set",
+                  "repositorySelector": {"repositoryLocationName": LOCATION, "repositoryName": REPO}},
+        partitionNames=DAYS)
     fakes.e621.state.delay_s = 1.0  # 20 posts a page, a second each: about seven seconds for the day
     doomed = stack.launch("e621_ingestion", tags={"dagster/partition": DAYS[1]})
     wait_for(lambda: any(r["dagster_run_id"] == doomed and r["pages_committed"] >= 1 for r in fetch_runs(catalog)),
@@ -267,9 +260,7 @@ def test_every_source_a_backfill_and_a_terminated_run_leave_fetch_runs_and_run_s
     cancelled = _row_of(catalog, doomed)
     assert cancelled["status"] == "cancelled" and 0 < cancelled["records_created"] < POSTS_PER_DAY
 
-    wait_for(lambda: (b := stack.instance.get_backfill(backfill_id)) is not None
-             and b.status.value.startswith("COMPLETED"), 240, f"backfill {backfill_id} to complete", interval=2)
-    backfill_runs = stack.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    backfill_runs = stack.wait_backfill(backfill_id)
     assert sorted(r.tags["dagster/partition"] for r in backfill_runs) == DAYS
     assert {r.status for r in backfill_runs} == {dg.DagsterRunStatus.SUCCESS}
     by_day = {r.tags["dagster/partition"]: _row_of(catalog, r.run_id) for r in backfill_runs}
