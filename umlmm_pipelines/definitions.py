@@ -14,6 +14,7 @@ from umlmm_pipelines.ingestion.recorder import FetchRunRecorder
 from umlmm_pipelines.links.asset import build_links_automation_sensor, build_model_links_asset
 from umlmm_pipelines.operations.freshness import build_freshness_check, build_freshness_sensor
 from umlmm_pipelines.operations.metrics import build_metrics_asset, build_metrics_job_and_schedule
+from umlmm_pipelines.operations.pools import build_source_pools_sensor
 from umlmm_pipelines.operations.reconcile import fetch_runs_reconciliation_sensor
 from umlmm_pipelines.operations.stuck_runs import build_stuck_runs_sensor
 from umlmm_pipelines.sources import all_sources
@@ -49,6 +50,7 @@ def build_definitions(settings: Settings, recorder: FetchRunRecorder | None = No
             build_stuck_runs_sensor(specs, settings, RECORDER_KEY),
             build_freshness_sensor(specs, settings, RECORDER_KEY),
             build_links_automation_sensor(),
+            build_source_pools_sensor(specs),
         ],
         resources={RECORDER_KEY: recorder or FetchRunRecorder()},
     )

@@ -147,9 +147,9 @@ def test_ui_materializations_without_the_source_tag_also_run_one_at_a_time(stack
     first.state.show_delay_s = 0.5
 
     # The UI's "Materialize" button launches the implicit asset job, which carries no source tag.
-    # The first run goes alone: on an instance that never queued a run of the pool, Dagster
-    # creates the pool's limit during that queue pass and does not hold that pass's runs
-    # (README, "One run per source"); the two launched together afterwards are held apart.
+    # The first run goes alone: in the daemon's first seconds source_pools_sensor may not have
+    # given the pool its limit yet, and Dagster would create it only in the queue pass that sees
+    # the pool, without holding that pass's runs; the two launched together afterwards are held apart.
     run_ids = [stack.launch("__ASSET_JOB", asset_selection=[["ollama", "models"]])]
     wait_for(lambda: stack.run(run_ids[0]).status != dg.DagsterRunStatus.QUEUED, 60, "the first run to leave the queue")
     run_ids += [stack.launch("__ASSET_JOB", asset_selection=[["ollama", "models"]]) for _ in range(2)]
@@ -244,7 +244,8 @@ def test_ui_lists_each_source_with_its_job_schedule_cron_and_description(stack):
         ("catalog", "model_links"), ("civitai", "models"), ("comfyui", "workflows"), ("danbooru", "posts"),
         ("e621", "posts"), ("ollama", "models"), ("operations", "metrics")]
     assert sorted(s["name"] for s in repo["sensors"]) == [
-        "fetch_runs_reconciliation_sensor", "model_links_automation", "source_freshness_sensor", "stuck_runs_sensor"]
+        "fetch_runs_reconciliation_sensor", "model_links_automation", "source_freshness_sensor", "source_pools_sensor",
+        "stuck_runs_sensor"]
 
 
 def test_terminated_partition_run_keeps_its_pages_and_the_next_run_resumes_without_duplicates_or_gaps(

@@ -56,7 +56,8 @@ def test_the_code_location_has_the_operations_sensors_checks_metrics_asset_and_s
     repo = defs.get_repository_def()
 
     assert sorted(s.name for s in repo.sensor_defs) == [
-        "fetch_runs_reconciliation_sensor", "model_links_automation", "source_freshness_sensor", "stuck_runs_sensor"]
+        "fetch_runs_reconciliation_sensor", "model_links_automation", "source_freshness_sensor", "source_pools_sensor",
+        "stuck_runs_sensor"]
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in repo.sensor_defs)
     assert sorted(s.name for s in repo.schedule_defs) == [*(f"{s}_schedule" for s in SOURCES),
                                                           "operations_metrics_schedule"]
