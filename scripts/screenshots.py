@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,36 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 from umlmm_pipelines.operations.metrics import METRICS_JOB_NAME  # noqa: E402
 from umlmm_pipelines_tests.dagster_stack import DagsterStack, wait_for  # noqa: E402
-from umlmm_pipelines_tests.fakes.booru_server import (  # noqa: E402
-    FakeBooru,
-    running_fake_danbooru,
-    running_fake_e621,
-    synthetic_danbooru_state,
-    synthetic_e621_state,
-)
-from umlmm_pipelines_tests.fakes.civitai_server import (  # noqa: E402
-    CivitAIState,
-    FakeCivitAI,
-    make_model,
-    running_fake_civitai,
-)
-from umlmm_pipelines_tests.fakes.comfyui_server import FIXTURES as COMFYUI_FIXTURES  # noqa: E402
-from umlmm_pipelines_tests.fakes.comfyui_server import FakeComfyUI, running_fake_comfyui  # noqa: E402
-from umlmm_pipelines_tests.fakes.ollama_server import FakeOllama, running_fake_ollama  # noqa: E402
+from umlmm_pipelines_tests.fakes.civitai_server import CivitAIState, make_model  # noqa: E402
+from umlmm_pipelines_tests.fakes.ollama_server import FakeOllama  # noqa: E402
+from umlmm_pipelines_tests.fakes.sources import SourceFakes, running_source_fakes  # noqa: E402
 
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
 POSTS_PER_DAY = [60, 140, 90, 200, 120]  # different per day, so the partition plot has a shape
 WINDOW = (1600, 1100)
-
-
-@dataclass
-class Fakes:
-    ollama: FakeOllama
-    danbooru: FakeBooru
-    e621: FakeBooru
-    civitai: FakeCivitAI
-    comfyui: FakeComfyUI
-    workflows: Path
 
 
 def find_chromium() -> str | None:
@@ -81,12 +57,7 @@ def find_chromium() -> str | None:
 
 
 @contextmanager
-def running_fakes() -> Iterator[Fakes]:
-    danbooru = synthetic_danbooru_state(POSTS_PER_DAY[0], DAYS[0], lazy=False)
-    e621 = synthetic_e621_state(POSTS_PER_DAY[0], DAYS[0], lazy=False)
-    for seed, (day, count) in enumerate(zip(DAYS[1:], POSTS_PER_DAY[1:], strict=True), start=1):
-        danbooru.add_synthetic_posts(count, day, seed=seed)
-        e621.add_synthetic_posts(count, day, seed=seed)
+def running_fakes() -> Iterator[SourceFakes]:
     civitai = CivitAIState()
     civitai.add_models([make_model(1000 + n, "LORA") for n in range(12)])
     civitai.add_models([make_model(2000 + n, "Checkpoint") for n in range(5)])
@@ -95,16 +66,12 @@ def running_fakes() -> Iterator[Fakes]:
     checkpoint["name"] = "Illustrious XL"
     checkpoint["modelVersions"][0]["files"][0]["name"] = "illustriousXL_v01.safetensors"
     civitai.add_models([checkpoint])
-    with ExitStack() as stack:
-        workflows = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="umlmm_workflows_")))
-        for name in ("workflow.json", "workflow_api.json"):
-            shutil.copy(COMFYUI_FIXTURES / name, workflows / name)
-        yield Fakes(stack.enter_context(running_fake_ollama()), stack.enter_context(running_fake_danbooru(danbooru)),
-                    stack.enter_context(running_fake_e621(e621)), stack.enter_context(running_fake_civitai(civitai)),
-                    stack.enter_context(running_fake_comfyui()), workflows)
+    with tempfile.TemporaryDirectory(prefix="umlmm_workflows_") as workflows, \
+            running_source_fakes(dict(zip(DAYS, POSTS_PER_DAY, strict=True)), civitai, Path(workflows)) as fakes:
+        yield fakes
 
 
-def settings_for(fakes: Fakes) -> dict:
+def settings_for(fakes: SourceFakes) -> dict:
     booru = {"StartDate": "2024-01-01", "BackoffSeconds": 0.1, "PageSize": 50}
     return {
         "Sources": {
@@ -129,7 +96,7 @@ def add_ollama_models(fake: FakeOllama, count: int, start: int) -> None:
             fake.state.models.append(model)
 
 
-def make_history(stack: DagsterStack, fakes: Fakes) -> dict[str, str]:
+def make_history(stack: DagsterStack, fakes: SourceFakes) -> dict[str, str]:
     """Runs of every source, one after another, the data changing in between; returns notable run ids."""
     def run(job: str, partition: str | None = None) -> str:
         run_id = stack.launch(job, tags={"dagster/partition": partition} if partition else None)

@@ -12,11 +12,9 @@ story, run by run.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -29,17 +27,9 @@ from umlmm_pipelines.catalog.fetch_runs import aware
 from umlmm_pipelines.links.asset import MODEL_LINKS_KEY
 from umlmm_pipelines_tests.conftest import fresh_postgres_database
 from umlmm_pipelines_tests.dagster_stack import LOCATION, REPO, ROOT, DagsterStack, wait_for
-from umlmm_pipelines_tests.fakes.booru_server import (
-    FakeBooru,
-    running_fake_danbooru,
-    running_fake_e621,
-    synthetic_danbooru_state,
-    synthetic_e621_state,
-)
-from umlmm_pipelines_tests.fakes.civitai_server import CivitAIState, FakeCivitAI, make_model, running_fake_civitai
-from umlmm_pipelines_tests.fakes.comfyui_server import FIXTURES as COMFYUI_FIXTURES
-from umlmm_pipelines_tests.fakes.comfyui_server import FakeComfyUI, running_fake_comfyui
-from umlmm_pipelines_tests.fakes.ollama_server import FakeOllama, running_fake_ollama
+from umlmm_pipelines_tests.fakes.booru_server import FakeBooru
+from umlmm_pipelines_tests.fakes.civitai_server import CivitAIState, make_model
+from umlmm_pipelines_tests.fakes.sources import SourceFakes, running_source_fakes
 from umlmm_pipelines_tests.helpers import fetch_runs, rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -58,25 +48,13 @@ DAGSTER_STATUS = {
 FETCH_STATUS = {dagster: fetch for fetch, dagster in DAGSTER_STATUS.items()}
 
 
-@dataclass
-class Fakes:
-    """The fake servers every source is pointed at, and a directory for file-based sources."""
-
-    ollama: FakeOllama
-    danbooru: FakeBooru
-    e621: FakeBooru
-    civitai: FakeCivitAI
-    comfyui: FakeComfyUI
-    workdir: Path
-
-
 @dataclass(frozen=True)
 class SourceCase:
     """One launch of one source's job and what it must leave behind."""
 
     source: str
     config_key: str  # its key under "Sources" and "JobSchedules" in UMLMM_CONFIG
-    settings: Callable[[Fakes], dict[str, Any]]
+    settings: Callable[[SourceFakes], dict[str, Any]]
     fetch_status: str
     partition: str | None = None
     min_created: int = 0
@@ -100,32 +78,22 @@ SOURCE_CASES = [
                           "PageSize": 5, "BackoffSeconds": 0.1},
                "completed", partition="LORA", min_created=CIVITAI_MODELS["LORA"]),
     SourceCase("comfyui", "ComfyUI",
-               lambda f: {"BaseUrl": f.comfyui.url, "WorkflowDirs": [str(f.workdir / "workflows")],
+               lambda f: {"BaseUrl": f.comfyui.url, "WorkflowDirs": [str(f.workflows)],
                           "BackoffSeconds": 0.1},
                "completed", min_created=2),
 ]
 
 
 @pytest.fixture(scope="module")
-def fakes(tmp_path_factory) -> Iterator[Fakes]:
-    danbooru = synthetic_danbooru_state(POSTS_PER_DAY, DAYS[0], lazy=False)
-    e621 = synthetic_e621_state(POSTS_PER_DAY, DAYS[0], lazy=False)
-    for seed, day in enumerate(DAYS[1:], start=1):
-        danbooru.add_synthetic_posts(POSTS_PER_DAY, day, seed=seed)
-        e621.add_synthetic_posts(POSTS_PER_DAY, day, seed=seed)
+def fakes(tmp_path_factory) -> Iterator[SourceFakes]:
     civitai = CivitAIState()
     first_id = 1000
     for model_type, count in CIVITAI_MODELS.items():
         civitai.add_models([make_model(first_id + n, model_type) for n in range(count)])
         first_id += 100
-    workdir = tmp_path_factory.mktemp("source_files")
-    (workdir / "workflows").mkdir()
-    for name in ("workflow.json", "workflow_api.json"):  # one UI-format and one API-format workflow
-        shutil.copy(COMFYUI_FIXTURES / name, workdir / "workflows" / name)
-    with (running_fake_ollama() as ollama, running_fake_danbooru(danbooru) as danbooru_fake,
-          running_fake_e621(e621) as e621_fake, running_fake_civitai(civitai) as civitai_fake,
-          running_fake_comfyui() as comfyui_fake):
-        yield Fakes(ollama, danbooru_fake, e621_fake, civitai_fake, comfyui_fake, workdir)
+    workflows = tmp_path_factory.mktemp("source_files") / "workflows"
+    with running_source_fakes(dict.fromkeys(DAYS, POSTS_PER_DAY), civitai, workflows) as fakes:
+        yield fakes
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +112,7 @@ def dagster_pg_env(url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, fakes: Fakes, databases: tuple[str, str]) -> Iterator[DagsterStack]:
+def stack(tmp_path_factory, fakes: SourceFakes, databases: tuple[str, str]) -> Iterator[DagsterStack]:
     dagster_db, catalog = databases
     home = tmp_path_factory.mktemp("dagster_home_pg")
     config = home / "umlmm.json"
